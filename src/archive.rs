@@ -1,0 +1,237 @@
+//! Where lines go: one object per event, created only if absent, in S3 or in a local directory.
+
+use std::future::Future;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+
+/// Content type of every stored object: newline-delimited JSON.
+pub const CONTENT_TYPE: &str = "application/x-ndjson";
+
+/// How many times a write is tried while S3 reports a concurrent conditional write (409).
+const CONFLICT_ATTEMPTS: u32 = 4;
+
+/// The outcome of a successful put.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// This call wrote the object.
+    Created,
+    /// An object was already under the key: the same event, stored by an earlier delivery.
+    AlreadyPresent,
+}
+
+/// A write that did not happen. The text is for the log, never for the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("PutObject s3://{bucket}/{key} failed: {detail}")]
+    S3 {
+        bucket: String,
+        key: String,
+        detail: String,
+    },
+    #[error("writing {path} failed: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("storing {key} took longer than {budget:?}")]
+    Timeout { key: String, budget: Duration },
+}
+
+/// The storage seam: put these bytes under this key, only if the key is absent.
+/// `Ok` means the bytes are durably stored under the key, now or before.
+pub trait Archive: Send + Sync + 'static {
+    fn put_new(
+        &self,
+        key: &str,
+        line: Bytes,
+    ) -> impl Future<Output = Result<Stored, ArchiveError>> + Send;
+}
+
+/// An S3 bucket, written with `PutObject` and `If-None-Match: *`.
+#[derive(Debug, Clone)]
+pub struct S3Archive {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3Archive {
+    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        S3Archive {
+            client,
+            bucket: bucket.into(),
+        }
+    }
+}
+
+impl Archive for S3Archive {
+    async fn put_new(&self, key: &str, line: Bytes) -> Result<Stored, ArchiveError> {
+        let mut attempt = 1;
+        loop {
+            let result = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_type(CONTENT_TYPE)
+                .if_none_match("*")
+                .body(ByteStream::from(line.clone()))
+                .send()
+                .await;
+            let err = match result {
+                Ok(_) => return Ok(Stored::Created),
+                Err(err) => err,
+            };
+            let status = match &err {
+                SdkError::ServiceError(e) => Some(e.raw().status().as_u16()),
+                _ => None,
+            };
+            match status {
+                // If-None-Match failed: the object is there already.
+                Some(412) => return Ok(Stored::AlreadyPresent),
+                // ConditionalRequestConflict: another write to the key is in flight; its outcome decides.
+                Some(409) if attempt < CONFLICT_ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
+                    attempt += 1;
+                }
+                _ => {
+                    return Err(ArchiveError::S3 {
+                        bucket: self.bucket.clone(),
+                        key: key.to_owned(),
+                        detail: DisplayErrorContext(&err).to_string(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// A local directory with the same key layout. Each line is written to a hidden temporary file,
+/// flushed to disk, then linked under its final name, which fails if the name exists: a reader
+/// never sees a half-written file, and two concurrent copies leave one.
+#[derive(Debug, Clone)]
+pub struct DirArchive {
+    root: PathBuf,
+}
+
+impl DirArchive {
+    /// Creates the directory if needed and checks that it is writable, so a bad path fails at start-up.
+    pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)?;
+        tempfile::NamedTempFile::new_in(&root)?;
+        Ok(DirArchive { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+impl Archive for DirArchive {
+    async fn put_new(&self, key: &str, line: Bytes) -> Result<Stored, ArchiveError> {
+        let path = self.root.join(key);
+        let target = path.clone();
+        tokio::task::spawn_blocking(move || write_new(&target, &line))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|r| r)
+            .map_err(|source| ArchiveError::Io { path, source })
+    }
+}
+
+fn write_new(path: &Path, line: &[u8]) -> io::Result<Stored> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("key has no directory"))?;
+    if path.exists() {
+        return Ok(Stored::AlreadyPresent);
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(line)?;
+    tmp.as_file().sync_all()?;
+    match tmp.persist_noclobber(path) {
+        Ok(_) => {
+            std::fs::File::open(dir)?.sync_all()?;
+            Ok(Stored::Created)
+        }
+        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(Stored::AlreadyPresent),
+        Err(e) => Err(e.error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn dir_archive_creates_once() {
+        let root = tempfile::tempdir().unwrap();
+        let archive = DirArchive::open(root.path()).unwrap();
+        let key = "dt=2026-11-26/abc.jsonl";
+        assert_eq!(
+            archive
+                .put_new(key, Bytes::from_static(b"one\n"))
+                .await
+                .unwrap(),
+            Stored::Created
+        );
+        assert_eq!(
+            archive
+                .put_new(key, Bytes::from_static(b"two\n"))
+                .await
+                .unwrap(),
+            Stored::AlreadyPresent
+        );
+        assert_eq!(std::fs::read(root.path().join(key)).unwrap(), b"one\n");
+        let names: Vec<_> = std::fs::read_dir(root.path().join("dt=2026-11-26"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["abc.jsonl"], "no temporary file is left behind");
+    }
+
+    #[tokio::test]
+    async fn concurrent_copies_leave_one_file() {
+        let root = tempfile::tempdir().unwrap();
+        let archive = std::sync::Arc::new(DirArchive::open(root.path()).unwrap());
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let archive = archive.clone();
+                tokio::spawn(async move {
+                    archive
+                        .put_new("dt=2026-11-26/same.jsonl", Bytes::from(format!("{i}\n")))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut created = 0;
+        for t in tasks {
+            created += usize::from(t.await.unwrap() == Stored::Created);
+        }
+        assert_eq!(created, 1);
+        assert_eq!(
+            std::fs::read_dir(root.path().join("dt=2026-11-26"))
+                .unwrap()
+                .count(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn unwritable_directory_is_an_error_and_leaves_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let archive = DirArchive::open(root.path()).unwrap();
+        // A file where the partition directory should be makes every write fail, even as root.
+        std::fs::write(root.path().join("dt=2026-11-26"), b"").unwrap();
+        let err = archive
+            .put_new("dt=2026-11-26/x.jsonl", Bytes::from_static(b"x\n"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ArchiveError::Io { .. }), "{err}");
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,333 @@
+//! Configuration: every setting comes from one environment variable, is read once at start-up and
+//! validated there, so a bad deployment fails at init with one line that names the variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::webhook::Tokens;
+
+/// The largest body a Lambda function URL accepts (6 MB); a bigger limit could never be reached.
+const MAX_BODY_CEILING: usize = 6 * 1024 * 1024;
+
+/// Everything mailhook needs to run, typed and validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `WEBHOOK_TOKENS`: the accepted `X-Webhook-Token` values, comma-separated (old and new while rotating).
+    pub tokens: Tokens,
+    /// `ACCOUNT_ID`: the adm.tools account ID served at `/webhook-confirm.txt`; without it that path is 404.
+    pub account_id: Option<String>,
+    /// `ARCHIVE_URI`: where lines go, `s3://bucket/prefix/` or a local directory.
+    pub archive: ArchiveTarget,
+    /// `MAX_BODY_BYTES`: larger bodies are answered 413.
+    pub max_body_bytes: usize,
+    /// `STORE_TIMEOUT_MS`: the whole budget for storing one line, retries included; past it the answer is 500.
+    pub store_timeout: Duration,
+    /// `S3_FORCE_PATH_STYLE`: address the bucket as `endpoint/bucket/key`, for MinIO and other S3-compatible servers.
+    pub s3_force_path_style: bool,
+    /// `AWS_LAMBDA_RUNTIME_API` (set by Lambda) or `LISTEN_ADDR`: how requests arrive.
+    pub runtime: Runtime,
+}
+
+/// Where the archive lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveTarget {
+    /// An S3 bucket; `prefix` is empty or ends with `/`.
+    S3 { bucket: String, prefix: String },
+    /// A local directory, written with the same key layout.
+    Dir(PathBuf),
+}
+
+/// How requests reach the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// Under the Lambda Runtime API (function URL events).
+    Lambda,
+    /// A plain HTTP server on this address.
+    Http(SocketAddr),
+}
+
+/// A configuration problem, phrased as one sentence that names the variable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("configuration error: {var} {problem}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+fn bad(var: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads through `lookup`, so tests never touch the process environment.
+    /// Empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+
+        let runtime = if get("AWS_LAMBDA_RUNTIME_API").is_some() {
+            Runtime::Lambda
+        } else {
+            let addr = get("LISTEN_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into());
+            Runtime::Http(addr.trim().parse().map_err(|_| {
+                bad(
+                    "LISTEN_ADDR",
+                    format!("must be an address and port such as 127.0.0.1:8080, got {addr:?}"),
+                )
+            })?)
+        };
+
+        let tokens = get("WEBHOOK_TOKENS")
+            .ok_or_else(|| bad("WEBHOOK_TOKENS", "is not set: give the webhook's secret token (several comma-separated while rotating)"))
+            .and_then(|v| {
+                Tokens::parse(&v).ok_or_else(|| bad("WEBHOOK_TOKENS", "holds no token: give one or more comma-separated tokens"))
+            })?;
+
+        let account_id = get("ACCOUNT_ID").map(|v| v.trim().to_owned());
+        if let Some(id) = &account_id
+            && id.chars().any(char::is_control)
+        {
+            return Err(bad("ACCOUNT_ID", "must be a single line"));
+        }
+
+        let archive = match get("ARCHIVE_URI") {
+            Some(uri) => parse_archive_uri(uri.trim())?,
+            None if runtime == Runtime::Lambda => {
+                return Err(bad(
+                    "ARCHIVE_URI",
+                    "is not set: in Lambda it must be s3://bucket/prefix/",
+                ));
+            }
+            None => ArchiveTarget::Dir(PathBuf::from("data")),
+        };
+        if runtime == Runtime::Lambda && matches!(archive, ArchiveTarget::Dir(_)) {
+            return Err(bad(
+                "ARCHIVE_URI",
+                "must be s3://bucket/prefix/ in Lambda: a local directory would vanish with the instance",
+            ));
+        }
+
+        let max_body_bytes = match get("MAX_BODY_BYTES") {
+            None => 1024 * 1024,
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (1..=MAX_BODY_CEILING).contains(&n) => n,
+                _ => {
+                    return Err(bad(
+                        "MAX_BODY_BYTES",
+                        format!(
+                            "must be a whole number of bytes from 1 to {MAX_BODY_CEILING}, got {v:?}"
+                        ),
+                    ));
+                }
+            },
+        };
+
+        let store_timeout = match get("STORE_TIMEOUT_MS") {
+            None => Duration::from_secs(5),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(ms) if (100..=60_000).contains(&ms) => Duration::from_millis(ms),
+                _ => {
+                    return Err(bad(
+                        "STORE_TIMEOUT_MS",
+                        format!("must be milliseconds from 100 to 60000, got {v:?}"),
+                    ));
+                }
+            },
+        };
+
+        let s3_force_path_style = match get("S3_FORCE_PATH_STYLE").as_deref().map(str::trim) {
+            None => false,
+            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
+            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
+            Some(v) => {
+                return Err(bad(
+                    "S3_FORCE_PATH_STYLE",
+                    format!("must be true or false, got {v:?}"),
+                ));
+            }
+        };
+
+        Ok(Config {
+            tokens,
+            account_id,
+            archive,
+            max_body_bytes,
+            store_timeout,
+            s3_force_path_style,
+            runtime,
+        })
+    }
+}
+
+fn parse_archive_uri(uri: &str) -> Result<ArchiveTarget, ConfigError> {
+    if let Some(rest) = uri.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let valid_bucket = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && !bucket.starts_with(['-', '.'])
+            && !bucket.ends_with(['-', '.']);
+        if !valid_bucket {
+            return Err(bad(
+                "ARCHIVE_URI",
+                format!("names no valid bucket: expected s3://bucket/prefix/, got {uri:?}"),
+            ));
+        }
+        let prefix = prefix.trim_start_matches('/');
+        let prefix = if prefix.is_empty() || prefix.ends_with('/') {
+            prefix.to_owned()
+        } else {
+            format!("{prefix}/")
+        };
+        return Ok(ArchiveTarget::S3 {
+            bucket: bucket.to_owned(),
+            prefix,
+        });
+    }
+    if uri.contains("://") {
+        return Err(bad(
+            "ARCHIVE_URI",
+            format!("must be s3://bucket/prefix/ or a local directory, got {uri:?}"),
+        ));
+    }
+    Ok(ArchiveTarget::Dir(PathBuf::from(uri)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    fn failing_var(vars: &[(&str, &str)]) -> &'static str {
+        load(vars).expect_err("config should be rejected").var
+    }
+
+    #[test]
+    fn local_defaults() {
+        let c = load(&[("WEBHOOK_TOKENS", "t1")]).unwrap();
+        assert_eq!(c.runtime, Runtime::Http("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(c.archive, ArchiveTarget::Dir(PathBuf::from("data")));
+        assert_eq!(c.max_body_bytes, 1024 * 1024);
+        assert_eq!(c.store_timeout, Duration::from_secs(5));
+        assert_eq!(c.account_id, None);
+        assert!(!c.s3_force_path_style);
+    }
+
+    #[test]
+    fn missing_tokens_names_the_variable() {
+        assert_eq!(failing_var(&[]), "WEBHOOK_TOKENS");
+        assert_eq!(failing_var(&[("WEBHOOK_TOKENS", " , ,")]), "WEBHOOK_TOKENS");
+        let message = load(&[]).unwrap_err().to_string();
+        assert!(
+            message.starts_with("configuration error: WEBHOOK_TOKENS is not set"),
+            "{message}"
+        );
+        assert!(!message.contains('\n'));
+    }
+
+    #[test]
+    fn lambda_requires_an_s3_archive() {
+        let lambda = [
+            ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+            ("WEBHOOK_TOKENS", "t"),
+        ];
+        assert_eq!(failing_var(&lambda), "ARCHIVE_URI");
+        assert_eq!(
+            failing_var(&[lambda[0], lambda[1], ("ARCHIVE_URI", "/tmp/x")]),
+            "ARCHIVE_URI"
+        );
+        let c = load(&[lambda[0], lambda[1], ("ARCHIVE_URI", "s3://my-bucket/mail")]).unwrap();
+        assert_eq!(c.runtime, Runtime::Lambda);
+        assert_eq!(
+            c.archive,
+            ArchiveTarget::S3 {
+                bucket: "my-bucket".into(),
+                prefix: "mail/".into()
+            }
+        );
+    }
+
+    #[test]
+    fn archive_uri_forms() {
+        let uri = |u: &str| load(&[("WEBHOOK_TOKENS", "t"), ("ARCHIVE_URI", u)]).map(|c| c.archive);
+        assert_eq!(
+            uri("s3://bkt").unwrap(),
+            ArchiveTarget::S3 {
+                bucket: "bkt".into(),
+                prefix: String::new()
+            }
+        );
+        assert_eq!(
+            uri("s3://bkt/").unwrap(),
+            ArchiveTarget::S3 {
+                bucket: "bkt".into(),
+                prefix: String::new()
+            }
+        );
+        assert_eq!(
+            uri("s3://bkt/a/b/").unwrap(),
+            ArchiveTarget::S3 {
+                bucket: "bkt".into(),
+                prefix: "a/b/".into()
+            }
+        );
+        assert_eq!(
+            uri("./archive").unwrap(),
+            ArchiveTarget::Dir(PathBuf::from("./archive"))
+        );
+        for bad_uri in [
+            "s3://",
+            "s3://Upper/x",
+            "s3://ab",
+            "https://bkt/x",
+            "s3://-bkt/",
+        ] {
+            assert_eq!(uri(bad_uri).unwrap_err().var, "ARCHIVE_URI", "{bad_uri}");
+        }
+    }
+
+    #[test]
+    fn numbers_and_flags_are_validated() {
+        let with = |k, v| failing_var(&[("WEBHOOK_TOKENS", "t"), (k, v)]);
+        assert_eq!(with("MAX_BODY_BYTES", "0"), "MAX_BODY_BYTES");
+        assert_eq!(with("MAX_BODY_BYTES", "1MB"), "MAX_BODY_BYTES");
+        assert_eq!(with("MAX_BODY_BYTES", "7000000"), "MAX_BODY_BYTES");
+        assert_eq!(with("STORE_TIMEOUT_MS", "10"), "STORE_TIMEOUT_MS");
+        assert_eq!(
+            with("S3_FORCE_PATH_STYLE", "yes please"),
+            "S3_FORCE_PATH_STYLE"
+        );
+        assert_eq!(with("LISTEN_ADDR", "localhost"), "LISTEN_ADDR");
+        assert_eq!(with("ACCOUNT_ID", "12\n34"), "ACCOUNT_ID");
+        let c = load(&[
+            ("WEBHOOK_TOKENS", "a, b"),
+            ("MAX_BODY_BYTES", "2048"),
+            ("STORE_TIMEOUT_MS", "750"),
+            ("S3_FORCE_PATH_STYLE", "TRUE"),
+            ("LISTEN_ADDR", "0.0.0.0:9000"),
+            ("ACCOUNT_ID", " 12345 "),
+        ])
+        .unwrap();
+        assert_eq!(c.max_body_bytes, 2048);
+        assert_eq!(c.store_timeout, Duration::from_millis(750));
+        assert!(c.s3_force_path_style);
+        assert_eq!(c.runtime, Runtime::Http("0.0.0.0:9000".parse().unwrap()));
+        assert_eq!(c.account_id.as_deref(), Some("12345"));
+    }
+}

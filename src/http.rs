@@ -1,0 +1,222 @@
+//! Routes and responses. The same router serves the Lambda function URL and the local server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use lambda_http::RequestExt;
+use lambda_http::request::RequestContext;
+use time::OffsetDateTime;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::archive::{Archive, ArchiveError, Stored};
+use crate::record::{Meta, Record};
+use crate::webhook::{self, Rejection, Tokens};
+
+/// The path the provider fetches to confirm that the URL is the account's.
+pub const CONFIRM_PATH: &str = "/webhook-confirm.txt";
+
+/// What the routes need, built once at start-up.
+pub struct AppState<A> {
+    pub tokens: Tokens,
+    pub account_id: Option<String>,
+    pub max_body_bytes: usize,
+    pub store_timeout: Duration,
+    /// Prepended to every key: empty or ending with `/`.
+    pub prefix: String,
+    pub archive: A,
+}
+
+/// The whole service: `/webhook-confirm.txt` for GET and HEAD, the webhook for everything else.
+pub fn router<A: Archive>(state: Arc<AppState<A>>) -> Router {
+    Router::new()
+        .route(CONFIRM_PATH, get(confirm).fallback(receive::<A>))
+        .fallback(receive::<A>)
+        .with_state(state)
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+}
+
+/// Why a request did not end in a stored line.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error(transparent)]
+    Store(#[from] ArchiveError),
+}
+
+impl Failure {
+    fn status(&self) -> StatusCode {
+        match self {
+            Failure::Rejected(r) => match r {
+                Rejection::NotFound => StatusCode::NOT_FOUND,
+                Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+                Rejection::BadToken => StatusCode::UNAUTHORIZED,
+                Rejection::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Rejection::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                Rejection::EmptyBody
+                | Rejection::UnreadableBody
+                | Rejection::NotUtf8
+                | Rejection::InvalidJson(_)
+                | Rejection::NotAnObject(_) => StatusCode::BAD_REQUEST,
+            },
+            Failure::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// The one place where an outcome becomes HTTP: client errors say what was wrong, a failed
+/// write says only that it failed (its details are logged once, by the handler).
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let error = match &self {
+            Failure::Rejected(r) => r.to_string(),
+            Failure::Store(_) => "Failed to store the event".to_owned(),
+        };
+        let mut response = json(
+            self.status(),
+            &serde_json::json!({ "ok": false, "error": error }),
+        );
+        if matches!(self, Failure::Rejected(Rejection::MethodNotAllowed)) {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        response
+    }
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn confirm<A: Archive>(State(state): State<Arc<AppState<A>>>, request: Request) -> Response {
+    let meta = meta(&request);
+    let response = match &state.account_id {
+        Some(id) => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            id.clone(),
+        )
+            .into_response(),
+        None => Failure::from(Rejection::NotFound).into_response(),
+    };
+    tracing::info!(request_id = %meta.request_id, status = response.status().as_u16(), path = CONFIRM_PATH, "confirm");
+    response
+}
+
+/// The webhook: check, record, store, answer. Logs one line, never the token or the body.
+async fn receive<A: Archive>(State(state): State<Arc<AppState<A>>>, request: Request) -> Response {
+    let started = Instant::now();
+    let meta = meta(&request);
+    let outcome = accept(&state, request, &meta).await;
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match outcome {
+        Ok((record, stored)) => {
+            tracing::info!(
+                request_id = %meta.request_id,
+                status = 200,
+                event = record.event.as_deref().unwrap_or(""),
+                key = %record.key,
+                stored = ?stored,
+                duration_ms = elapsed_ms,
+                "accepted"
+            );
+            json(StatusCode::OK, &serde_json::json!({ "ok": true }))
+        }
+        Err(failure) => {
+            let status = failure.status().as_u16();
+            match &failure {
+                Failure::Store(e) => {
+                    tracing::error!(request_id = %meta.request_id, status, error = %e, duration_ms = elapsed_ms, "store failed")
+                }
+                Failure::Rejected(r) => {
+                    tracing::info!(request_id = %meta.request_id, status, reason = %r, duration_ms = elapsed_ms, "rejected")
+                }
+            }
+            failure.into_response()
+        }
+    }
+}
+
+async fn accept<A: Archive>(
+    state: &AppState<A>,
+    request: Request,
+    meta: &Meta,
+) -> Result<(Record, Stored), Failure> {
+    webhook::check_method(request.method())?;
+    webhook::check_token(request.headers(), &state.tokens)?;
+    webhook::check_encoding(request.headers())?;
+    let body = read_body(request.into_body(), state.max_body_bytes).await?;
+    let event = webhook::parse_body(&body, state.max_body_bytes)?;
+    let record = Record::new(&event, meta, OffsetDateTime::now_utc(), &state.prefix);
+    let put = state.archive.put_new(&record.key, record.line.clone());
+    let stored = tokio::time::timeout(state.store_timeout, put)
+        .await
+        .map_err(|_| ArchiveError::Timeout {
+            key: record.key.clone(),
+            budget: state.store_timeout,
+        })??;
+    Ok((record, stored))
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, Rejection> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(Rejection::TooLarge { limit })
+        }
+        Err(_) => Err(Rejection::UnreadableBody),
+    }
+}
+
+/// The request's id, source address and sender headers: from the function URL's request context
+/// under Lambda, from the connection locally.
+fn meta(request: &Request) -> Meta {
+    let headers = request.headers();
+    let lambda_ip = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.http.source_ip.clone(),
+        _ => None,
+    };
+    let ip = lambda_ip.or_else(|| {
+        request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ci| ci.0.ip().to_string())
+    });
+    let request_id = request
+        .lambda_context_ref()
+        .map(|ctx| ctx.request_id.clone())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    Meta {
+        request_id,
+        ip,
+        ua: header_text(headers, header::USER_AGENT.as_str()),
+        webhook_id: header_text(headers, "x-webhook-id"),
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}

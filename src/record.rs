@@ -1,0 +1,349 @@
+//! The stored line and its key: what an accepted event becomes.
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use time::format_description::well_known::Rfc3339;
+use time::{Date, Duration, OffsetDateTime, UtcOffset};
+
+use crate::webhook::Event;
+
+/// An event time further back than this from the receive time is taken as misread.
+const PLAUSIBLE_PAST: Duration = Duration::days(30);
+/// An event time further ahead than this from the receive time is taken as misread.
+const PLAUSIBLE_FUTURE: Duration = Duration::days(1);
+
+/// What the request says about itself besides its body.
+#[derive(Debug, Clone, Default)]
+pub struct Meta {
+    pub request_id: String,
+    pub ip: Option<String>,
+    pub ua: Option<String>,
+    pub webhook_id: Option<String>,
+}
+
+/// One line, ready to store, and the key it is stored under.
+#[derive(Debug)]
+pub struct Record {
+    /// `<prefix>dt=YYYY-MM-DD/<content hash>.jsonl`
+    pub key: String,
+    /// One JSON object and a trailing newline.
+    pub line: Bytes,
+    /// The `event` field as a string, for the log.
+    pub event: Option<String>,
+}
+
+/// The stored line. The first five fields are the provider's reference receiver's, in its order.
+#[derive(Serialize)]
+struct Line<'a> {
+    ts: String,
+    ip: Option<&'a str>,
+    ua: Option<&'a str>,
+    data: &'a RawValue,
+    webhook_id: Option<&'a str>,
+    request_id: &'a str,
+    event: Option<&'a str>,
+    mailbox: Option<&'a str>,
+    event_time: Option<String>,
+}
+
+impl Record {
+    /// Builds the line for `event` received at `received`, to be stored under `prefix`.
+    pub fn new(event: &Event<'_>, meta: &Meta, received: OffsetDateTime, prefix: &str) -> Record {
+        let data = compact_json(event.raw);
+        let event_time = event.tstamp.and_then(event_time);
+        let kind = event.event.and_then(text);
+        let mailbox = event.mailbox.and_then(text);
+
+        let key = format!(
+            "{prefix}dt={}/{}.jsonl",
+            partition_date(event_time, received),
+            content_name(&data)
+        );
+        let data =
+            RawValue::from_string(data).expect("compacting a valid JSON text keeps it valid JSON");
+        let line = Line {
+            ts: rfc3339(
+                received
+                    .replace_nanosecond(received.millisecond() as u32 * 1_000_000)
+                    .unwrap_or(received),
+            ),
+            ip: meta.ip.as_deref(),
+            ua: meta.ua.as_deref(),
+            data: &data,
+            webhook_id: meta.webhook_id.as_deref(),
+            request_id: &meta.request_id,
+            event: kind.as_deref(),
+            mailbox: mailbox.as_deref(),
+            event_time: event_time.map(rfc3339),
+        };
+        let mut bytes =
+            serde_json::to_vec(&line).expect("a line of strings and valid JSON always serialises");
+        bytes.push(b'\n');
+        Record {
+            key,
+            line: Bytes::from(bytes),
+            event: kind,
+        }
+    }
+}
+
+/// The sender's JSON on one line: whitespace outside strings removed, everything else (key
+/// order, number text, escapes, unknown fields) byte for byte as sent. `json` must be valid JSON.
+pub fn compact_json(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if matches!(c, ' ' | '\t' | '\n' | '\r') {
+            continue;
+        } else if c == '"' {
+            in_string = true;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The object name: a hash of the compacted JSON, so a resend, pretty-printed or not, lands on
+/// the same key and is stored once.
+fn content_name(compact: &str) -> String {
+    let hash = Sha256::digest(compact.as_bytes());
+    hash[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The partition: the event's own date, so that a resend lands beside the first try; the receive
+/// date when the event time is missing or implausible, so no event hides outside the dates
+/// users query.
+pub fn partition_date(event_time: Option<OffsetDateTime>, received: OffsetDateTime) -> Date {
+    match event_time {
+        Some(t) if t >= received - PLAUSIBLE_PAST && t <= received + PLAUSIBLE_FUTURE => t.date(),
+        _ => received.to_offset(UtcOffset::UTC).date(),
+    }
+}
+
+/// Reads `tstamp` loosely: a number or numeric string of seconds (fractions allowed) or
+/// milliseconds, or an RFC 3339 string. `None` when it is none of these.
+pub fn event_time(tstamp: &RawValue) -> Option<OffsetDateTime> {
+    let raw = tstamp.get();
+    let text = if raw.starts_with('"') {
+        serde_json::from_str::<String>(raw).ok()?
+    } else {
+        raw.to_owned()
+    };
+    let text = text.trim();
+    if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
+        return Some(t.to_offset(UtcOffset::UTC));
+    }
+    let (value, whole) = match text.parse::<i64>() {
+        Ok(n) => (n as f64, Some(i128::from(n))),
+        Err(_) => (text.parse::<f64>().ok().filter(|v| v.is_finite())?, None),
+    };
+    // Seconds stay below 1e11 until the year 5138; milliseconds of any date since 1973 are above it.
+    let nanos_per_unit: i128 = if value.abs() < 1e11 {
+        1_000_000_000
+    } else if value.abs() < 1e14 {
+        1_000_000
+    } else {
+        return None;
+    };
+    // Whole numbers convert exactly; fractions are rounded to the microsecond to drop float noise.
+    let nanos = match whole {
+        Some(n) => n * nanos_per_unit,
+        None => (value * nanos_per_unit as f64 / 1e3).round() as i128 * 1000,
+    };
+    OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
+}
+
+/// A JSON string's text; any other non-null value as its JSON text.
+fn text(value: &RawValue) -> Option<String> {
+    match value.get() {
+        "null" => None,
+        raw if raw.starts_with('"') => serde_json::from_str(raw).ok(),
+        raw => Some(raw.to_owned()),
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.to_offset(UtcOffset::UTC)
+        .format(&Rfc3339)
+        .expect("a UTC time between years 0 and 9999 formats as RFC 3339")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webhook::parse_body;
+    use time::macros::datetime;
+
+    fn raw(json: &str) -> Box<RawValue> {
+        RawValue::from_string(json.to_owned()).unwrap()
+    }
+
+    fn time_of(json: &str) -> Option<String> {
+        event_time(&raw(json)).map(rfc3339)
+    }
+
+    #[test]
+    fn tstamp_forms() {
+        assert_eq!(
+            time_of("1764175572").as_deref(),
+            Some("2025-11-26T16:46:12Z")
+        );
+        assert_eq!(
+            time_of("\"1764175572\"").as_deref(),
+            Some("2025-11-26T16:46:12Z")
+        );
+        assert_eq!(
+            time_of("1764175572123").as_deref(),
+            Some("2025-11-26T16:46:12.123Z")
+        );
+        assert_eq!(
+            time_of("\" 1764175572123 \"").as_deref(),
+            Some("2025-11-26T16:46:12.123Z")
+        );
+        assert_eq!(
+            time_of("1764175572.5").as_deref(),
+            Some("2025-11-26T16:46:12.5Z")
+        );
+        assert_eq!(
+            time_of("\"2025-11-26T18:46:12+02:00\"").as_deref(),
+            Some("2025-11-26T16:46:12Z")
+        );
+        assert_eq!(
+            time_of("\"2025-11-26T16:46:12.25Z\"").as_deref(),
+            Some("2025-11-26T16:46:12.25Z")
+        );
+        for unreadable in [
+            "null",
+            "true",
+            "\"yesterday\"",
+            "\"\"",
+            "[1]",
+            "{}",
+            "1e300",
+            "12345678901234567",
+            "\"2025-11-26 16:46:12\"",
+        ] {
+            assert_eq!(time_of(unreadable), None, "{unreadable}");
+        }
+    }
+
+    #[test]
+    fn partition_uses_a_plausible_event_date() {
+        let received = datetime!(2026-11-26 00:10 UTC);
+        assert_eq!(
+            partition_date(Some(datetime!(2026-11-25 23:55 UTC)), received),
+            datetime!(2026-11-25 0:00 UTC).date()
+        );
+        assert_eq!(
+            partition_date(Some(datetime!(2026-10-28 00:10 UTC)), received).to_string(),
+            "2026-10-28"
+        );
+        assert_eq!(
+            partition_date(Some(datetime!(2026-11-27 00:10 UTC)), received).to_string(),
+            "2026-11-27"
+        );
+        // Implausible: a misread unit or a broken clock falls back to the receive date.
+        assert_eq!(
+            partition_date(Some(datetime!(2026-10-27 00:09 UTC)), received).to_string(),
+            "2026-11-26"
+        );
+        assert_eq!(
+            partition_date(Some(datetime!(2026-11-27 00:11 UTC)), received).to_string(),
+            "2026-11-26"
+        );
+        assert_eq!(
+            partition_date(Some(datetime!(1970-01-21 00:00 UTC)), received).to_string(),
+            "2026-11-26"
+        );
+        assert_eq!(partition_date(None, received).to_string(), "2026-11-26");
+    }
+
+    #[test]
+    fn compacting_keeps_everything_but_whitespace() {
+        let pretty = "{\n  \"a\" : [ 1 , 2.50 ],\r\n\t\"s\": \"x y \\\" } \\\\\",\n \"big\": 123456789012345678901234567890, \"u\":\"\\u00e9 é\" }";
+        assert_eq!(
+            compact_json(pretty),
+            r#"{"a":[1,2.50],"s":"x y \" } \\","big":123456789012345678901234567890,"u":"\u00e9 é"}"#
+        );
+    }
+
+    fn record(body: &str, received: OffsetDateTime) -> Record {
+        let event = parse_body(body.as_bytes(), 1 << 20).unwrap();
+        let meta = Meta {
+            request_id: "req-1".into(),
+            ip: Some("203.0.113.9".into()),
+            ua: Some("adm.tools mail webhook".into()),
+            webhook_id: None,
+        };
+        Record::new(&event, &meta, received, "mail/")
+    }
+
+    #[test]
+    fn the_stored_line() {
+        let body = r#"{ "mailbox": "info@example.com", "uid": 18446744073709551617, "tstamp": "1764175572",
+            "event": "flags-set", "folder": "INBOX", "flags": ["\\Seen", "\\Deleted"], "z_unknown": {"k": 1.0} }"#;
+        let r = record(body, datetime!(2025-11-26 16:46:13.123456 UTC));
+        let line = String::from_utf8(r.line.to_vec()).unwrap();
+        assert_eq!(
+            line,
+            concat!(
+                r#"{"ts":"2025-11-26T16:46:13.123Z","ip":"203.0.113.9","ua":"adm.tools mail webhook","#,
+                r#""data":{"mailbox":"info@example.com","uid":18446744073709551617,"tstamp":"1764175572","event":"flags-set","folder":"INBOX","flags":["\\Seen","\\Deleted"],"z_unknown":{"k":1.0}},"#,
+                r#""webhook_id":null,"request_id":"req-1","event":"flags-set","mailbox":"info@example.com","event_time":"2025-11-26T16:46:12Z"}"#,
+                "\n"
+            )
+        );
+        assert!(
+            r.key.starts_with("mail/dt=2025-11-26/") && r.key.ends_with(".jsonl"),
+            "{}",
+            r.key
+        );
+        assert_eq!(
+            r.key.len(),
+            "mail/dt=2025-11-26/".len() + 32 + ".jsonl".len()
+        );
+        assert_eq!(r.event.as_deref(), Some("flags-set"));
+    }
+
+    #[test]
+    fn key_depends_only_on_content() {
+        let received = datetime!(2025-11-26 16:50 UTC);
+        let a = record(
+            r#"{"mailbox":"m@x","uid":1,"tstamp":1764175572,"event":"new"}"#,
+            received,
+        );
+        let pretty = record(
+            "{\n \"mailbox\": \"m@x\",\n \"uid\": 1,\n \"tstamp\": 1764175572,\n \"event\": \"new\"\n}",
+            received + Duration::minutes(15),
+        );
+        let other = record(
+            r#"{"mailbox":"m@x","uid":2,"tstamp":1764175572,"event":"new"}"#,
+            received,
+        );
+        assert_eq!(a.key, pretty.key);
+        assert_ne!(a.key, other.key);
+    }
+
+    #[test]
+    fn loose_field_types_are_kept() {
+        let r = record(
+            r#"{"mailbox":null,"event":7,"tstamp":null}"#,
+            datetime!(2026-01-02 03:04 UTC),
+        );
+        let line: serde_json::Value = serde_json::from_slice(&r.line).unwrap();
+        assert_eq!(line["event"], "7");
+        assert_eq!(line["mailbox"], serde_json::Value::Null);
+        assert_eq!(line["event_time"], serde_json::Value::Null);
+        assert!(r.key.starts_with("mail/dt=2026-01-02/"));
+    }
+}
