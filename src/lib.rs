@@ -24,7 +24,7 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub async fn run(config: Config) -> Result<(), Error> {
     match config.archive.clone() {
         ArchiveTarget::S3 { bucket, prefix } => {
-            let client = s3_client(&config).await;
+            let client = s3_client(&config, aws_config::defaults(BehaviorVersion::latest())).await;
             serve(config, S3Archive::new(client, bucket), prefix).await
         }
         ArchiveTarget::Dir(path) => {
@@ -39,17 +39,18 @@ pub async fn run(config: Config) -> Result<(), Error> {
     }
 }
 
-/// The S3 client, built once. Loading the shared config reads the environment only; credentials
-/// are fetched on first use. Timeouts keep a stalled S3 well inside the store budget, so the
-/// sender gets a 5xx (and its one resend) rather than a Lambda timeout.
-pub async fn s3_client(config: &Config) -> aws_sdk_s3::Client {
+/// The S3 client, built once from `loader` (the SDK's defaults in production; tests add an
+/// endpoint and keys). Loading reads the environment only; credentials are fetched on first use.
+/// Timeouts keep a stalled S3 well inside the store budget, so the sender gets a 5xx (and its one
+/// resend) rather than a Lambda timeout.
+pub async fn s3_client(config: &Config, loader: aws_config::ConfigLoader) -> aws_sdk_s3::Client {
     let budget = config.store_timeout;
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(budget.min(std::time::Duration::from_secs(2)))
         .operation_attempt_timeout(budget / 2)
         .operation_timeout(budget)
         .build();
-    let shared = aws_config::defaults(BehaviorVersion::latest())
+    let shared = loader
         .timeout_config(timeouts)
         .retry_config(RetryConfig::standard().with_max_attempts(3))
         .load()

@@ -1,0 +1,227 @@
+//! Shared test parts: the sample events, an in-process call of the router, and a real
+//! S3-compatible server (s3s-fs) listening on loopback.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use http_body_util::BodyExt;
+use mailhook::archive::{Archive, DirArchive};
+use mailhook::config::Config;
+use mailhook::http::{AppState, router};
+use mailhook::webhook::Tokens;
+use tower::ServiceExt;
+
+/// The token the sample events carry.
+pub const TOKEN: &str = "example-token";
+pub const ACCOUNT_ID: &str = "123456";
+pub const ACCESS_KEY: &str = "AKIAMAILHOOKTEST";
+pub const SECRET_KEY: &str = "mailhook-test-secret";
+pub const BUCKET: &str = "mail-archive";
+
+pub fn events_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("events")
+}
+
+/// A sample event file as text.
+pub fn event_text(name: &str) -> String {
+    std::fs::read_to_string(events_dir().join(name))
+        .unwrap_or_else(|e| panic!("events/{name}: {e}"))
+}
+
+/// A sample event as the request lambda_http hands to the router.
+pub fn event(name: &str) -> lambda_http::Request {
+    lambda_http::request::from_str(&event_text(name))
+        .unwrap_or_else(|e| panic!("events/{name} is not a function URL request: {e}"))
+}
+
+/// The request body of a sample event, decoded.
+pub fn event_body(name: &str) -> Vec<u8> {
+    let json: serde_json::Value = serde_json::from_str(&event_text(name)).unwrap();
+    let body = json["body"].as_str().unwrap_or_default();
+    if json["isBase64Encoded"] == true {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap()
+    } else {
+        body.as_bytes().to_vec()
+    }
+}
+
+pub fn state<A: Archive>(archive: A, prefix: &str) -> Arc<AppState<A>> {
+    Arc::new(AppState {
+        tokens: Tokens::parse(&format!("old-token,{TOKEN}")).unwrap(),
+        account_id: Some(ACCOUNT_ID.into()),
+        max_body_bytes: 1024 * 1024,
+        store_timeout: Duration::from_secs(2),
+        prefix: prefix.into(),
+        archive,
+    })
+}
+
+/// A router over a fresh directory archive, and the directory.
+pub fn dir_app() -> (Router, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = DirArchive::open(dir.path()).unwrap();
+    (router(state(archive, "")), dir)
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "reply is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// Calls the router in-process, as the Lambda runtime or the local server would.
+pub async fn call<B>(app: &Router, request: axum::http::Request<B>) -> Reply
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let response = app
+        .clone()
+        .oneshot(request.map(axum::body::Body::new))
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes().to_vec();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// Every file under `root`, as (path relative to root, content), sorted.
+pub fn files(root: &Path) -> Vec<(String, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((rel, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if root.exists() {
+        walk(root, root, &mut out);
+    }
+    out.sort();
+    out
+}
+
+/// An S3-compatible server (s3s-fs) on a loopback port, storing under `root`, with `BUCKET` made.
+pub async fn s3_server(root: &Path) -> SocketAddr {
+    use s3s::auth::SimpleAuth;
+    use s3s::service::S3ServiceBuilder;
+
+    std::fs::create_dir_all(root.join(BUCKET)).unwrap();
+    let fs = s3s_fs::FileSystem::new(root).unwrap();
+    let mut builder = S3ServiceBuilder::new(fs);
+    builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+    let service = builder.build();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let service = service.clone();
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(io, service)
+                .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A loopback port with nothing listening on it.
+pub fn closed_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// mailhook's configuration for an S3 archive at `endpoint`.
+pub fn s3_config(extra: &[(&str, &str)]) -> Config {
+    let mut vars = vec![
+        ("WEBHOOK_TOKENS", TOKEN),
+        ("ARCHIVE_URI", "s3://mail-archive/mail/"),
+        ("S3_FORCE_PATH_STYLE", "true"),
+    ];
+    vars.extend_from_slice(extra);
+    Config::from_lookup(|name| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    })
+    .unwrap()
+}
+
+/// mailhook's own S3 client (timeouts, retries, path style), pointed at `endpoint` with test keys.
+pub async fn s3_client(config: &Config, endpoint: SocketAddr) -> aws_sdk_s3::Client {
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(format!("http://{endpoint}"))
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            ACCESS_KEY, SECRET_KEY, None, None, "tests",
+        ));
+    mailhook::s3_client(config, loader).await
+}
+
+/// The keys and bytes of every object in the bucket, read back through S3.
+pub async fn bucket_objects(client: &aws_sdk_s3::Client) -> Vec<(String, Vec<u8>, Option<String>)> {
+    let listed = client
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for object in listed.contents() {
+        let key = object.key().unwrap().to_owned();
+        let got = client
+            .get_object()
+            .bucket(BUCKET)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        let content_type = got.content_type().map(str::to_owned);
+        let bytes = got.body.collect().await.unwrap().into_bytes().to_vec();
+        out.push((key, bytes, content_type));
+    }
+    out.sort();
+    out
+}
