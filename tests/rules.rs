@@ -365,9 +365,7 @@ impl Archive for Stalled {
 
 #[tokio::test]
 async fn stalled_store_is_500_within_the_budget() {
-    let mut state = Arc::into_inner(support::state(Stalled, "")).unwrap();
-    state.store_timeout = Duration::from_millis(300);
-    let app = router(Arc::new(state));
+    let app = router(state_with_budget(Stalled, "", Duration::from_millis(300)));
     let started = Instant::now();
     let reply = call(&app, webhook(EVENT)).await;
     assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);

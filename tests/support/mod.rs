@@ -54,11 +54,15 @@ pub fn event_body(name: &str) -> Vec<u8> {
 }
 
 pub fn state<A: Archive>(archive: A, prefix: &str) -> Arc<AppState<A>> {
+    state_with_budget(archive, prefix, Duration::from_secs(2))
+}
+
+pub fn state_with_budget<A: Archive>(archive: A, prefix: &str, store_timeout: Duration) -> Arc<AppState<A>> {
     Arc::new(AppState {
         tokens: Tokens::parse(&format!("old-token,{TOKEN}")).unwrap(),
         account_id: Some(ACCOUNT_ID.into()),
         max_body_bytes: 1024 * 1024,
-        store_timeout: Duration::from_secs(2),
+        store_timeout,
         prefix: prefix.into(),
         archive,
     })
@@ -135,6 +139,11 @@ pub fn files(root: &Path) -> Vec<(String, Vec<u8>)> {
 
 /// An S3-compatible server (s3s-fs) on a loopback port, storing under `root`, with `BUCKET` made.
 pub async fn s3_server(root: &Path) -> SocketAddr {
+    s3_server_on(root, "127.0.0.1:0".parse().unwrap()).await
+}
+
+/// The same on a given address.
+pub async fn s3_server_on(root: &Path, addr: SocketAddr) -> SocketAddr {
     use s3s::auth::SimpleAuth;
     use s3s::service::S3ServiceBuilder;
 
@@ -144,7 +153,7 @@ pub async fn s3_server(root: &Path) -> SocketAddr {
     builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
     let service = builder.build();
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
@@ -201,7 +210,7 @@ pub async fn s3_client(config: &Config, endpoint: SocketAddr) -> aws_sdk_s3::Cli
 }
 
 /// The keys and bytes of every object in the bucket, read back through S3.
-pub async fn bucket_objects(client: &aws_sdk_s3::Client) -> Vec<(String, Vec<u8>, Option<String>)> {
+pub async fn bucket_objects(client: &aws_sdk_s3::Client) -> Vec<(String, String, Option<String>)> {
     let listed = client
         .list_objects_v2()
         .bucket(BUCKET)
@@ -219,7 +228,7 @@ pub async fn bucket_objects(client: &aws_sdk_s3::Client) -> Vec<(String, Vec<u8>
             .await
             .unwrap();
         let content_type = got.content_type().map(str::to_owned);
-        let bytes = got.body.collect().await.unwrap().into_bytes().to_vec();
+        let bytes = String::from_utf8(got.body.collect().await.unwrap().into_bytes().to_vec()).unwrap();
         out.push((key, bytes, content_type));
     }
     out.sort();
