@@ -1,0 +1,256 @@
+//! The real `mailhook` binary: under a stand-in Lambda Runtime API with an S3 archive, as a
+//! local HTTP server with a directory archive, and refusing a bad configuration.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Mutex, mpsc};
+
+/// A process that is killed when the test ends, with its output in a file.
+struct Running {
+    child: Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl Running {
+    fn start(vars: &[(&str, String)]) -> Running {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mailhook"));
+        command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in vars {
+            command.env(k, v);
+        }
+        let child = command.stdin(Stdio::null()).stdout(log.reopen().unwrap()).stderr(log.reopen().unwrap()).spawn().unwrap();
+        Running { child, log }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the function posted back for one invocation.
+#[derive(Debug)]
+enum Outcome {
+    Response(serde_json::Value),
+    Error(String),
+}
+
+/// The part of the Lambda Runtime API a function uses: hands out queued events, collects answers.
+struct RuntimeApi {
+    events: Mutex<mpsc::Receiver<(String, String)>>,
+    outcomes: mpsc::Sender<(String, Outcome)>,
+}
+
+async fn next(State(api): State<Arc<RuntimeApi>>) -> (HeaderMap, String) {
+    let (id, event) = api.events.lock().await.recv().await.expect("test ended");
+    let deadline = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap() + Duration::from_secs(30);
+    let mut headers = HeaderMap::new();
+    headers.insert("lambda-runtime-aws-request-id", id.parse().unwrap());
+    headers.insert("lambda-runtime-deadline-ms", deadline.as_millis().to_string().parse().unwrap());
+    headers.insert("lambda-runtime-invoked-function-arn", "arn:aws:lambda:eu-central-1:123456789012:function:mailhook".parse().unwrap());
+    headers.insert("lambda-runtime-trace-id", "Root=1-6747d0d4-0a1b2c3d4e5f607182930000".parse().unwrap());
+    (headers, event)
+}
+
+async fn response(State(api): State<Arc<RuntimeApi>>, UrlPath(id): UrlPath<String>, body: String) -> &'static str {
+    api.outcomes.send((id, Outcome::Response(serde_json::from_str(&body).unwrap()))).await.unwrap();
+    "{}"
+}
+
+async fn error(State(api): State<Arc<RuntimeApi>>, UrlPath(id): UrlPath<String>, body: String) -> &'static str {
+    api.outcomes.send((id, Outcome::Error(body))).await.unwrap();
+    "{}"
+}
+
+async fn runtime_api() -> (SocketAddr, mpsc::Sender<(String, String)>, mpsc::Receiver<(String, Outcome)>) {
+    let (event_tx, event_rx) = mpsc::channel(16);
+    let (outcome_tx, outcome_rx) = mpsc::channel(16);
+    let api = Arc::new(RuntimeApi { events: Mutex::new(event_rx), outcomes: outcome_tx });
+    let app = Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+        .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+        .with_state(api);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, event_tx, outcome_rx)
+}
+
+fn lambda_env(runtime_api: SocketAddr, s3: SocketAddr) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string()),
+        ("AWS_LAMBDA_FUNCTION_NAME", "mailhook".into()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".into()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
+        ("AWS_LAMBDA_LOG_FORMAT", "JSON".into()),
+        ("AWS_LAMBDA_LOG_LEVEL", "DEBUG".into()),
+        ("AWS_REGION", "eu-central-1".into()),
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+        ("AWS_CONFIG_FILE", "/nonexistent".into()),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".into()),
+        ("AWS_ENDPOINT_URL_S3", format!("http://{s3}")),
+        ("S3_FORCE_PATH_STYLE", "true".into()),
+        ("ARCHIVE_URI", format!("s3://{BUCKET}/mail/")),
+        ("WEBHOOK_TOKENS", format!("old-token,{TOKEN}")),
+        ("ACCOUNT_ID", ACCOUNT_ID.into()),
+    ]
+}
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lambda_runtime_serves_every_sample_and_survives_a_bad_base64_body() {
+    let s3_root = tempfile::tempdir().unwrap();
+    let s3 = s3_server(s3_root.path()).await;
+    let (api, events, mut outcomes) = runtime_api().await;
+    let function = Running::start(&lambda_env(api, s3));
+
+    let mut invocations: Vec<(String, String, Option<u16>)> = [
+        ("new.json", Some(200)),
+        ("create.json", Some(200)),
+        ("wrong-token.json", Some(401)),
+        ("flags-set.json", Some(200)),
+        ("invalid-json.json", Some(400)),
+        ("empty-body.json", Some(400)),
+        ("wrong-method.json", Some(405)),
+        ("confirm.json", Some(200)),
+        ("flags-set-deleted.json", Some(200)),
+        ("base64-no-content-type.json", Some(200)),
+    ]
+    .into_iter()
+    .map(|(name, status)| (name.to_owned(), event_text(name), status))
+    .collect();
+    // lambda_http panics on a body flagged base64 that is not; the runtime must report it and go on.
+    invocations.insert(3, ("invalid-base64.json".into(), fixture("invalid-base64.json"), None));
+    invocations.push(("new.json again".into(), event_text("new.json"), Some(200)));
+
+    for (i, (name, event, status)) in invocations.iter().enumerate() {
+        let id = format!("invocation-{i:02}");
+        events.send((id.clone(), event.clone())).await.unwrap();
+        let (got_id, outcome) = tokio::time::timeout(Duration::from_secs(60), outcomes.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no answer to {name}; output:\n{}", function.output()))
+            .unwrap();
+        assert_eq!(got_id, id);
+        match (status, outcome) {
+            (Some(status), Outcome::Response(r)) => {
+                assert_eq!(r["statusCode"], *status, "{name}: {r}");
+                assert_eq!(r["headers"]["cache-control"], "no-store", "{name}");
+                if name == "confirm.json" {
+                    assert_eq!(r["body"], ACCOUNT_ID);
+                } else {
+                    let body: serde_json::Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+                    assert_eq!(body["ok"], *status == 200, "{name}: {body}");
+                }
+            }
+            (None, Outcome::Error(e)) => assert!(!e.contains("not base64"), "the error report does not echo the body: {e}"),
+            (expected, got) => panic!("{name}: expected {expected:?}, got {got:?}"),
+        }
+    }
+
+    let client = s3_client(&s3_config(&[]), s3).await;
+    let objects = bucket_objects(&client).await;
+    assert_eq!(objects.len(), 5, "five distinct events, each stored once: {objects:#?}");
+    let mut request_ids = Vec::new();
+    for (key, line, _) in &objects {
+        assert!(key.starts_with("mail/dt=") && key.ends_with(".jsonl"), "{key}");
+        let line: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(line["ip"], "185.68.16.10");
+        request_ids.push(line["request_id"].as_str().unwrap().to_owned());
+    }
+    request_ids.sort();
+    assert_eq!(request_ids, ["invocation-00", "invocation-01", "invocation-04", "invocation-09", "invocation-10"], "the Lambda request id is recorded");
+
+    let logs = function.output();
+    assert!(logs.lines().filter(|l| l.contains("\"accepted\"")).count() >= 5, "{logs}");
+    for secret in [TOKEN, "old-token", "Рахунок", "Добрий день", "olena@example.org"] {
+        assert!(!logs.contains(secret), "{secret:?} reached the logs:\n{logs}");
+    }
+}
+
+async fn http_request(addr: SocketAddr, raw: &[u8]) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(raw).await.unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await.unwrap();
+    let reply = String::from_utf8(reply).unwrap();
+    let status = reply[9..12].parse().unwrap();
+    (status, reply)
+}
+
+#[tokio::test]
+async fn local_server_stores_into_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = closed_port();
+    let server = Running::start(&[
+        ("LISTEN_ADDR", addr.to_string()),
+        ("ARCHIVE_URI", dir.path().join("archive").display().to_string()),
+        ("WEBHOOK_TOKENS", TOKEN.into()),
+        ("ACCOUNT_ID", ACCOUNT_ID.into()),
+    ]);
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "server did not start:\n{}", server.output());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let (status, reply) = http_request(addr, b"GET /webhook-confirm.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(status, 200);
+    assert!(reply.ends_with(&format!("\r\n\r\n{ACCOUNT_ID}")), "{reply}");
+
+    let body = event_body("create.json");
+    let request = format!(
+        "POST /webhook.php HTTP/1.1\r\nHost: x\r\nUser-Agent: adm.tools mail webhook\r\nX-Webhook-Token: {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        String::from_utf8(body).unwrap()
+    );
+    let (status, reply) = http_request(addr, request.as_bytes()).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply.ends_with("{\"ok\":true}"), "{reply}");
+
+    let stored = files(&dir.path().join("archive"));
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let line: serde_json::Value = serde_json::from_slice(&stored[0].1).unwrap();
+    assert_eq!(line["ip"], "127.0.0.1", "the peer address");
+    assert_eq!(line["ua"], "adm.tools mail webhook");
+    assert_eq!(line["webhook_id"], serde_json::Value::Null);
+}
+
+#[test]
+fn bad_configuration_stops_start_up_with_one_line_naming_the_variable() {
+    for (vars, variable) in [
+        (vec![("ARCHIVE_URI", "/tmp/x".to_owned())], "WEBHOOK_TOKENS"),
+        (vec![("WEBHOOK_TOKENS", "t".to_owned()), ("MAX_BODY_BYTES", "lots".to_owned())], "MAX_BODY_BYTES"),
+        (vec![("WEBHOOK_TOKENS", "t".to_owned()), ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9".to_owned())], "ARCHIVE_URI"),
+    ] {
+        let mut run = Running::start(&vars);
+        let status = run.child.wait().unwrap();
+        assert_eq!(status.code(), Some(2), "{}", run.output());
+        let output = run.output();
+        assert_eq!(output.lines().count(), 1, "{output}");
+        assert!(output.contains(&format!("configuration error: {variable} ")), "{output}");
+    }
+}
