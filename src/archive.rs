@@ -28,11 +28,7 @@ pub enum Stored {
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
     #[error("PutObject s3://{bucket}/{key} failed: {detail}")]
-    S3 {
-        bucket: String,
-        key: String,
-        detail: String,
-    },
+    S3 { bucket: String, key: String, detail: String },
     #[error("writing {path} failed: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("storing {key} took longer than {budget:?}")]
@@ -42,11 +38,7 @@ pub enum ArchiveError {
 /// The storage seam: put these bytes under this key, only if the key is absent.
 /// `Ok` means the bytes are durably stored under the key, now or before.
 pub trait Archive: Send + Sync + 'static {
-    fn put_new(
-        &self,
-        key: &str,
-        line: Bytes,
-    ) -> impl Future<Output = Result<Stored, ArchiveError>> + Send;
+    fn put_new(&self, key: &str, line: Bytes) -> impl Future<Output = Result<Stored, ArchiveError>> + Send;
 }
 
 /// An S3 bucket, written with `PutObject` and `If-None-Match: *`.
@@ -58,10 +50,7 @@ pub struct S3Archive {
 
 impl S3Archive {
     pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
-        S3Archive {
-            client,
-            bucket: bucket.into(),
-        }
+        S3Archive { client, bucket: bucket.into() }
     }
 }
 
@@ -142,9 +131,7 @@ impl Archive for DirArchive {
 }
 
 fn write_new(path: &Path, line: &[u8]) -> io::Result<Stored> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::other("key has no directory"))?;
+    let dir = path.parent().ok_or_else(|| io::Error::other("key has no directory"))?;
     if path.exists() {
         return Ok(Stored::AlreadyPresent);
     }
@@ -171,25 +158,11 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let archive = DirArchive::open(root.path()).unwrap();
         let key = "dt=2026-11-26/abc.jsonl";
-        assert_eq!(
-            archive
-                .put_new(key, Bytes::from_static(b"one\n"))
-                .await
-                .unwrap(),
-            Stored::Created
-        );
-        assert_eq!(
-            archive
-                .put_new(key, Bytes::from_static(b"two\n"))
-                .await
-                .unwrap(),
-            Stored::AlreadyPresent
-        );
+        assert_eq!(archive.put_new(key, Bytes::from_static(b"one\n")).await.unwrap(), Stored::Created);
+        assert_eq!(archive.put_new(key, Bytes::from_static(b"two\n")).await.unwrap(), Stored::AlreadyPresent);
         assert_eq!(std::fs::read(root.path().join(key)).unwrap(), b"one\n");
-        let names: Vec<_> = std::fs::read_dir(root.path().join("dt=2026-11-26"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> =
+            std::fs::read_dir(root.path().join("dt=2026-11-26")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["abc.jsonl"], "no temporary file is left behind");
     }
 
@@ -201,10 +174,7 @@ mod tests {
             .map(|i| {
                 let archive = archive.clone();
                 tokio::spawn(async move {
-                    archive
-                        .put_new("dt=2026-11-26/same.jsonl", Bytes::from(format!("{i}\n")))
-                        .await
-                        .unwrap()
+                    archive.put_new("dt=2026-11-26/same.jsonl", Bytes::from(format!("{i}\n"))).await.unwrap()
                 })
             })
             .collect();
@@ -213,12 +183,7 @@ mod tests {
             created += usize::from(t.await.unwrap() == Stored::Created);
         }
         assert_eq!(created, 1);
-        assert_eq!(
-            std::fs::read_dir(root.path().join("dt=2026-11-26"))
-                .unwrap()
-                .count(),
-            1
-        );
+        assert_eq!(std::fs::read_dir(root.path().join("dt=2026-11-26")).unwrap().count(), 1);
     }
 
     #[tokio::test]
@@ -227,10 +192,7 @@ mod tests {
         let archive = DirArchive::open(root.path()).unwrap();
         // A file where the partition directory should be makes every write fail, even as root.
         std::fs::write(root.path().join("dt=2026-11-26"), b"").unwrap();
-        let err = archive
-            .put_new("dt=2026-11-26/x.jsonl", Bytes::from_static(b"x\n"))
-            .await
-            .unwrap_err();
+        let err = archive.put_new("dt=2026-11-26/x.jsonl", Bytes::from_static(b"x\n")).await.unwrap_err();
         assert!(matches!(err, ArchiveError::Io { .. }), "{err}");
         assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 1);
     }

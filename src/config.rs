@@ -56,10 +56,7 @@ pub struct ConfigError {
 }
 
 fn bad(var: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        var,
-        problem: problem.into(),
-    }
+    ConfigError { var, problem: problem.into() }
 }
 
 impl Config {
@@ -78,17 +75,20 @@ impl Config {
         } else {
             let addr = get("LISTEN_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into());
             Runtime::Http(addr.trim().parse().map_err(|_| {
-                bad(
-                    "LISTEN_ADDR",
-                    format!("must be an address and port such as 127.0.0.1:8080, got {addr:?}"),
-                )
+                bad("LISTEN_ADDR", format!("must be an address and port such as 127.0.0.1:8080, got {addr:?}"))
             })?)
         };
 
         let tokens = get("WEBHOOK_TOKENS")
-            .ok_or_else(|| bad("WEBHOOK_TOKENS", "is not set: give the webhook's secret token (several comma-separated while rotating)"))
+            .ok_or_else(|| {
+                bad(
+                    "WEBHOOK_TOKENS",
+                    "is not set: give the webhook's secret token (several comma-separated while rotating)",
+                )
+            })
             .and_then(|v| {
-                Tokens::parse(&v).ok_or_else(|| bad("WEBHOOK_TOKENS", "holds no token: give one or more comma-separated tokens"))
+                Tokens::parse(&v)
+                    .ok_or_else(|| bad("WEBHOOK_TOKENS", "holds no token: give one or more comma-separated tokens"))
             })?;
 
         let account_id = get("ACCOUNT_ID").map(|v| v.trim().to_owned());
@@ -101,10 +101,7 @@ impl Config {
         let archive = match get("ARCHIVE_URI") {
             Some(uri) => parse_archive_uri(uri.trim())?,
             None if runtime == Runtime::Lambda => {
-                return Err(bad(
-                    "ARCHIVE_URI",
-                    "is not set: in Lambda it must be s3://bucket/prefix/",
-                ));
+                return Err(bad("ARCHIVE_URI", "is not set: in Lambda it must be s3://bucket/prefix/"));
             }
             None => ArchiveTarget::Dir(PathBuf::from("data")),
         };
@@ -122,9 +119,7 @@ impl Config {
                 _ => {
                     return Err(bad(
                         "MAX_BODY_BYTES",
-                        format!(
-                            "must be a whole number of bytes from 1 to {MAX_BODY_CEILING}, got {v:?}"
-                        ),
+                        format!("must be a whole number of bytes from 1 to {MAX_BODY_CEILING}, got {v:?}"),
                     ));
                 }
             },
@@ -135,10 +130,7 @@ impl Config {
             Some(v) => match v.trim().parse::<u64>() {
                 Ok(ms) if (100..=60_000).contains(&ms) => Duration::from_millis(ms),
                 _ => {
-                    return Err(bad(
-                        "STORE_TIMEOUT_MS",
-                        format!("must be milliseconds from 100 to 60000, got {v:?}"),
-                    ));
+                    return Err(bad("STORE_TIMEOUT_MS", format!("must be milliseconds from 100 to 60000, got {v:?}")));
                 }
             },
         };
@@ -148,22 +140,11 @@ impl Config {
             Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
             Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
             Some(v) => {
-                return Err(bad(
-                    "S3_FORCE_PATH_STYLE",
-                    format!("must be true or false, got {v:?}"),
-                ));
+                return Err(bad("S3_FORCE_PATH_STYLE", format!("must be true or false, got {v:?}")));
             }
         };
 
-        Ok(Config {
-            tokens,
-            account_id,
-            archive,
-            max_body_bytes,
-            store_timeout,
-            s3_force_path_style,
-            runtime,
-        })
+        Ok(Config { tokens, account_id, archive, max_body_bytes, store_timeout, s3_force_path_style, runtime })
     }
 }
 
@@ -171,9 +152,7 @@ fn parse_archive_uri(uri: &str) -> Result<ArchiveTarget, ConfigError> {
     if let Some(rest) = uri.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let valid_bucket = (3..=63).contains(&bucket.len())
-            && bucket
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
             && !bucket.starts_with(['-', '.'])
             && !bucket.ends_with(['-', '.']);
         if !valid_bucket {
@@ -183,21 +162,11 @@ fn parse_archive_uri(uri: &str) -> Result<ArchiveTarget, ConfigError> {
             ));
         }
         let prefix = prefix.trim_start_matches('/');
-        let prefix = if prefix.is_empty() || prefix.ends_with('/') {
-            prefix.to_owned()
-        } else {
-            format!("{prefix}/")
-        };
-        return Ok(ArchiveTarget::S3 {
-            bucket: bucket.to_owned(),
-            prefix,
-        });
+        let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_owned() } else { format!("{prefix}/") };
+        return Ok(ArchiveTarget::S3 { bucket: bucket.to_owned(), prefix });
     }
     if uri.contains("://") {
-        return Err(bad(
-            "ARCHIVE_URI",
-            format!("must be s3://bucket/prefix/ or a local directory, got {uri:?}"),
-        ));
+        return Err(bad("ARCHIVE_URI", format!("must be s3://bucket/prefix/ or a local directory, got {uri:?}")));
     }
     Ok(ArchiveTarget::Dir(PathBuf::from(uri)))
 }
@@ -207,11 +176,7 @@ mod tests {
     use super::*;
 
     fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_lookup(|name| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        })
+        Config::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned()))
     }
 
     fn failing_var(vars: &[(&str, &str)]) -> &'static str {
@@ -234,70 +199,28 @@ mod tests {
         assert_eq!(failing_var(&[]), "WEBHOOK_TOKENS");
         assert_eq!(failing_var(&[("WEBHOOK_TOKENS", " , ,")]), "WEBHOOK_TOKENS");
         let message = load(&[]).unwrap_err().to_string();
-        assert!(
-            message.starts_with("configuration error: WEBHOOK_TOKENS is not set"),
-            "{message}"
-        );
+        assert!(message.starts_with("configuration error: WEBHOOK_TOKENS is not set"), "{message}");
         assert!(!message.contains('\n'));
     }
 
     #[test]
     fn lambda_requires_an_s3_archive() {
-        let lambda = [
-            ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
-            ("WEBHOOK_TOKENS", "t"),
-        ];
+        let lambda = [("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"), ("WEBHOOK_TOKENS", "t")];
         assert_eq!(failing_var(&lambda), "ARCHIVE_URI");
-        assert_eq!(
-            failing_var(&[lambda[0], lambda[1], ("ARCHIVE_URI", "/tmp/x")]),
-            "ARCHIVE_URI"
-        );
+        assert_eq!(failing_var(&[lambda[0], lambda[1], ("ARCHIVE_URI", "/tmp/x")]), "ARCHIVE_URI");
         let c = load(&[lambda[0], lambda[1], ("ARCHIVE_URI", "s3://my-bucket/mail")]).unwrap();
         assert_eq!(c.runtime, Runtime::Lambda);
-        assert_eq!(
-            c.archive,
-            ArchiveTarget::S3 {
-                bucket: "my-bucket".into(),
-                prefix: "mail/".into()
-            }
-        );
+        assert_eq!(c.archive, ArchiveTarget::S3 { bucket: "my-bucket".into(), prefix: "mail/".into() });
     }
 
     #[test]
     fn archive_uri_forms() {
         let uri = |u: &str| load(&[("WEBHOOK_TOKENS", "t"), ("ARCHIVE_URI", u)]).map(|c| c.archive);
-        assert_eq!(
-            uri("s3://bkt").unwrap(),
-            ArchiveTarget::S3 {
-                bucket: "bkt".into(),
-                prefix: String::new()
-            }
-        );
-        assert_eq!(
-            uri("s3://bkt/").unwrap(),
-            ArchiveTarget::S3 {
-                bucket: "bkt".into(),
-                prefix: String::new()
-            }
-        );
-        assert_eq!(
-            uri("s3://bkt/a/b/").unwrap(),
-            ArchiveTarget::S3 {
-                bucket: "bkt".into(),
-                prefix: "a/b/".into()
-            }
-        );
-        assert_eq!(
-            uri("./archive").unwrap(),
-            ArchiveTarget::Dir(PathBuf::from("./archive"))
-        );
-        for bad_uri in [
-            "s3://",
-            "s3://Upper/x",
-            "s3://ab",
-            "https://bkt/x",
-            "s3://-bkt/",
-        ] {
+        assert_eq!(uri("s3://bkt").unwrap(), ArchiveTarget::S3 { bucket: "bkt".into(), prefix: String::new() });
+        assert_eq!(uri("s3://bkt/").unwrap(), ArchiveTarget::S3 { bucket: "bkt".into(), prefix: String::new() });
+        assert_eq!(uri("s3://bkt/a/b/").unwrap(), ArchiveTarget::S3 { bucket: "bkt".into(), prefix: "a/b/".into() });
+        assert_eq!(uri("./archive").unwrap(), ArchiveTarget::Dir(PathBuf::from("./archive")));
+        for bad_uri in ["s3://", "s3://Upper/x", "s3://ab", "https://bkt/x", "s3://-bkt/"] {
             assert_eq!(uri(bad_uri).unwrap_err().var, "ARCHIVE_URI", "{bad_uri}");
         }
     }
@@ -309,10 +232,7 @@ mod tests {
         assert_eq!(with("MAX_BODY_BYTES", "1MB"), "MAX_BODY_BYTES");
         assert_eq!(with("MAX_BODY_BYTES", "7000000"), "MAX_BODY_BYTES");
         assert_eq!(with("STORE_TIMEOUT_MS", "10"), "STORE_TIMEOUT_MS");
-        assert_eq!(
-            with("S3_FORCE_PATH_STYLE", "yes please"),
-            "S3_FORCE_PATH_STYLE"
-        );
+        assert_eq!(with("S3_FORCE_PATH_STYLE", "yes please"), "S3_FORCE_PATH_STYLE");
         assert_eq!(with("LISTEN_ADDR", "localhost"), "LISTEN_ADDR");
         assert_eq!(with("ACCOUNT_ID", "12\n34"), "ACCOUNT_ID");
         let c = load(&[

@@ -41,14 +41,8 @@ pub fn router<A: Archive>(state: Arc<AppState<A>>) -> Router {
         .route(CONFIRM_PATH, get(confirm).fallback(receive::<A>))
         .fallback(receive::<A>)
         .with_state(state)
-        .layer(SetResponseHeaderLayer::overriding(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
+        .layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
 }
 
 /// Why a request did not end in a stored line.
@@ -88,36 +82,30 @@ impl IntoResponse for Failure {
             Failure::Rejected(r) => r.to_string(),
             Failure::Store(_) => "Failed to store the event".to_owned(),
         };
-        let mut response = json(
-            self.status(),
-            &serde_json::json!({ "ok": false, "error": error }),
-        );
+        let mut response = reply(self.status(), Some(&error));
         if matches!(self, Failure::Rejected(Rejection::MethodNotAllowed)) {
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         }
         response
     }
 }
 
-fn json(status: StatusCode, body: &serde_json::Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-        body.to_string(),
-    )
-        .into_response()
+/// `{"ok":true}` or `{"ok":false,"error":"..."}`, in that key order, as the reference receiver answers.
+fn reply(status: StatusCode, error: Option<&str>) -> Response {
+    #[derive(serde::Serialize)]
+    struct Reply<'a> {
+        ok: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'a str>,
+    }
+    let body = serde_json::to_string(&Reply { ok: error.is_none(), error }).expect("two plain fields serialise");
+    (status, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], body).into_response()
 }
 
 async fn confirm<A: Archive>(State(state): State<Arc<AppState<A>>>, request: Request) -> Response {
     let meta = meta(&request);
     let response = match &state.account_id {
-        Some(id) => (
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            id.clone(),
-        )
-            .into_response(),
+        Some(id) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], id.clone()).into_response(),
         None => Failure::from(Rejection::NotFound).into_response(),
     };
     tracing::info!(request_id = %meta.request_id, status = response.status().as_u16(), path = CONFIRM_PATH, "confirm");
@@ -129,7 +117,7 @@ async fn receive<A: Archive>(State(state): State<Arc<AppState<A>>>, request: Req
     let started = Instant::now();
     let meta = meta(&request);
     let outcome = accept(&state, request, &meta).await;
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed_ms = (started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
     match outcome {
         Ok((record, stored)) => {
             tracing::info!(
@@ -141,7 +129,7 @@ async fn receive<A: Archive>(State(state): State<Arc<AppState<A>>>, request: Req
                 duration_ms = elapsed_ms,
                 "accepted"
             );
-            json(StatusCode::OK, &serde_json::json!({ "ok": true }))
+            reply(StatusCode::OK, None)
         }
         Err(failure) => {
             let status = failure.status().as_u16();
@@ -158,11 +146,7 @@ async fn receive<A: Archive>(State(state): State<Arc<AppState<A>>>, request: Req
     }
 }
 
-async fn accept<A: Archive>(
-    state: &AppState<A>,
-    request: Request,
-    meta: &Meta,
-) -> Result<(Record, Stored), Failure> {
+async fn accept<A: Archive>(state: &AppState<A>, request: Request, meta: &Meta) -> Result<(Record, Stored), Failure> {
     webhook::check_method(request.method())?;
     webhook::check_token(request.headers(), &state.tokens)?;
     webhook::check_encoding(request.headers())?;
@@ -172,19 +156,14 @@ async fn accept<A: Archive>(
     let put = state.archive.put_new(&record.key, record.line.clone());
     let stored = tokio::time::timeout(state.store_timeout, put)
         .await
-        .map_err(|_| ArchiveError::Timeout {
-            key: record.key.clone(),
-            budget: state.store_timeout,
-        })??;
+        .map_err(|_| ArchiveError::Timeout { key: record.key.clone(), budget: state.store_timeout })??;
     Ok((record, stored))
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, Rejection> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(Rejection::TooLarge { limit })
-        }
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Rejection::TooLarge { limit }),
         Err(_) => Err(Rejection::UnreadableBody),
     }
 }
@@ -197,12 +176,8 @@ fn meta(request: &Request) -> Meta {
         Some(RequestContext::ApiGatewayV2(ctx)) => ctx.http.source_ip.clone(),
         _ => None,
     };
-    let ip = lambda_ip.or_else(|| {
-        request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ci| ci.0.ip().to_string())
-    });
+    let ip =
+        lambda_ip.or_else(|| request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0.ip().to_string()));
     let request_id = request
         .lambda_context_ref()
         .map(|ctx| ctx.request_id.clone())
@@ -216,7 +191,5 @@ fn meta(request: &Request) -> Meta {
 }
 
 fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }

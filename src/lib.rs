@@ -29,10 +29,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         }
         ArchiveTarget::Dir(path) => {
             let archive = DirArchive::open(&path).map_err(|e| {
-                format!(
-                    "configuration error: ARCHIVE_URI directory {} is not writable: {e}",
-                    path.display()
-                )
+                format!("configuration error: ARCHIVE_URI directory {} is not writable: {e}", path.display())
             })?;
             serve(config, archive, String::new()).await
         }
@@ -50,14 +47,9 @@ pub async fn s3_client(config: &Config, loader: aws_config::ConfigLoader) -> aws
         .operation_attempt_timeout(budget / 2)
         .operation_timeout(budget)
         .build();
-    let shared = loader
-        .timeout_config(timeouts)
-        .retry_config(RetryConfig::standard().with_max_attempts(3))
-        .load()
-        .await;
-    let s3 = aws_sdk_s3::config::Builder::from(&shared)
-        .force_path_style(config.s3_force_path_style)
-        .build();
+    let shared =
+        loader.timeout_config(timeouts).retry_config(RetryConfig::standard().with_max_attempts(3)).load().await;
+    let s3 = aws_sdk_s3::config::Builder::from(&shared).force_path_style(config.s3_force_path_style).build();
     aws_sdk_s3::Client::from_conf(s3)
 }
 
@@ -74,16 +66,11 @@ async fn serve<A: Archive>(config: Config, archive: A, prefix: String) -> Result
     match config.runtime {
         Runtime::Lambda => lambda_http::run(app).await,
         Runtime::Http(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("LISTEN_ADDR {addr}: {e}"))?;
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("LISTEN_ADDR {addr}: {e}"))?;
             tracing::info!(addr = %listener.local_addr()?, "listening");
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(shutdown_signal())
+                .await?;
             Ok(())
         }
     }

@@ -56,19 +56,10 @@ impl Record {
         let kind = event.event.and_then(text);
         let mailbox = event.mailbox.and_then(text);
 
-        let key = format!(
-            "{prefix}dt={}/{}.jsonl",
-            partition_date(event_time, received),
-            content_name(&data)
-        );
-        let data =
-            RawValue::from_string(data).expect("compacting a valid JSON text keeps it valid JSON");
+        let key = format!("{prefix}dt={}/{}.jsonl", partition_date(event_time, received), content_name(&data));
+        let data = RawValue::from_string(data).expect("compacting a valid JSON text keeps it valid JSON");
         let line = Line {
-            ts: rfc3339(
-                received
-                    .replace_nanosecond(received.millisecond() as u32 * 1_000_000)
-                    .unwrap_or(received),
-            ),
+            ts: rfc3339(received.replace_nanosecond(received.millisecond() as u32 * 1_000_000).unwrap_or(received)),
             ip: meta.ip.as_deref(),
             ua: meta.ua.as_deref(),
             data: &data,
@@ -78,14 +69,9 @@ impl Record {
             mailbox: mailbox.as_deref(),
             event_time: event_time.map(rfc3339),
         };
-        let mut bytes =
-            serde_json::to_vec(&line).expect("a line of strings and valid JSON always serialises");
+        let mut bytes = serde_json::to_vec(&line).expect("a line of strings and valid JSON always serialises");
         bytes.push(b'\n');
-        Record {
-            key,
-            line: Bytes::from(bytes),
-            event: kind,
-        }
+        Record { key, line: Bytes::from(bytes), event: kind }
     }
 }
 
@@ -134,11 +120,7 @@ pub fn partition_date(event_time: Option<OffsetDateTime>, received: OffsetDateTi
 /// milliseconds, or an RFC 3339 string. `None` when it is none of these.
 pub fn event_time(tstamp: &RawValue) -> Option<OffsetDateTime> {
     let raw = tstamp.get();
-    let text = if raw.starts_with('"') {
-        serde_json::from_str::<String>(raw).ok()?
-    } else {
-        raw.to_owned()
-    };
+    let text = if raw.starts_with('"') { serde_json::from_str::<String>(raw).ok()? } else { raw.to_owned() };
     let text = text.trim();
     if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
         return Some(t.to_offset(UtcOffset::UTC));
@@ -173,9 +155,7 @@ fn text(value: &RawValue) -> Option<String> {
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
-    t.to_offset(UtcOffset::UTC)
-        .format(&Rfc3339)
-        .expect("a UTC time between years 0 and 9999 formats as RFC 3339")
+    t.to_offset(UtcOffset::UTC).format(&Rfc3339).expect("a UTC time between years 0 and 9999 formats as RFC 3339")
 }
 
 #[cfg(test)]
@@ -194,34 +174,13 @@ mod tests {
 
     #[test]
     fn tstamp_forms() {
-        assert_eq!(
-            time_of("1764175572").as_deref(),
-            Some("2025-11-26T16:46:12Z")
-        );
-        assert_eq!(
-            time_of("\"1764175572\"").as_deref(),
-            Some("2025-11-26T16:46:12Z")
-        );
-        assert_eq!(
-            time_of("1764175572123").as_deref(),
-            Some("2025-11-26T16:46:12.123Z")
-        );
-        assert_eq!(
-            time_of("\" 1764175572123 \"").as_deref(),
-            Some("2025-11-26T16:46:12.123Z")
-        );
-        assert_eq!(
-            time_of("1764175572.5").as_deref(),
-            Some("2025-11-26T16:46:12.5Z")
-        );
-        assert_eq!(
-            time_of("\"2025-11-26T18:46:12+02:00\"").as_deref(),
-            Some("2025-11-26T16:46:12Z")
-        );
-        assert_eq!(
-            time_of("\"2025-11-26T16:46:12.25Z\"").as_deref(),
-            Some("2025-11-26T16:46:12.25Z")
-        );
+        assert_eq!(time_of("1764175572").as_deref(), Some("2025-11-26T16:46:12Z"));
+        assert_eq!(time_of("\"1764175572\"").as_deref(), Some("2025-11-26T16:46:12Z"));
+        assert_eq!(time_of("1764175572123").as_deref(), Some("2025-11-26T16:46:12.123Z"));
+        assert_eq!(time_of("\" 1764175572123 \"").as_deref(), Some("2025-11-26T16:46:12.123Z"));
+        assert_eq!(time_of("1764175572.5").as_deref(), Some("2025-11-26T16:46:12.5Z"));
+        assert_eq!(time_of("\"2025-11-26T18:46:12+02:00\"").as_deref(), Some("2025-11-26T16:46:12Z"));
+        assert_eq!(time_of("\"2025-11-26T16:46:12.25Z\"").as_deref(), Some("2025-11-26T16:46:12.25Z"));
         for unreadable in [
             "null",
             "true",
@@ -244,27 +203,12 @@ mod tests {
             partition_date(Some(datetime!(2026-11-25 23:55 UTC)), received),
             datetime!(2026-11-25 0:00 UTC).date()
         );
-        assert_eq!(
-            partition_date(Some(datetime!(2026-10-28 00:10 UTC)), received).to_string(),
-            "2026-10-28"
-        );
-        assert_eq!(
-            partition_date(Some(datetime!(2026-11-27 00:10 UTC)), received).to_string(),
-            "2026-11-27"
-        );
+        assert_eq!(partition_date(Some(datetime!(2026-10-28 00:10 UTC)), received).to_string(), "2026-10-28");
+        assert_eq!(partition_date(Some(datetime!(2026-11-27 00:10 UTC)), received).to_string(), "2026-11-27");
         // Implausible: a misread unit or a broken clock falls back to the receive date.
-        assert_eq!(
-            partition_date(Some(datetime!(2026-10-27 00:09 UTC)), received).to_string(),
-            "2026-11-26"
-        );
-        assert_eq!(
-            partition_date(Some(datetime!(2026-11-27 00:11 UTC)), received).to_string(),
-            "2026-11-26"
-        );
-        assert_eq!(
-            partition_date(Some(datetime!(1970-01-21 00:00 UTC)), received).to_string(),
-            "2026-11-26"
-        );
+        assert_eq!(partition_date(Some(datetime!(2026-10-27 00:09 UTC)), received).to_string(), "2026-11-26");
+        assert_eq!(partition_date(Some(datetime!(2026-11-27 00:11 UTC)), received).to_string(), "2026-11-26");
+        assert_eq!(partition_date(Some(datetime!(1970-01-21 00:00 UTC)), received).to_string(), "2026-11-26");
         assert_eq!(partition_date(None, received).to_string(), "2026-11-26");
     }
 
@@ -303,43 +247,27 @@ mod tests {
                 "\n"
             )
         );
-        assert!(
-            r.key.starts_with("mail/dt=2025-11-26/") && r.key.ends_with(".jsonl"),
-            "{}",
-            r.key
-        );
-        assert_eq!(
-            r.key.len(),
-            "mail/dt=2025-11-26/".len() + 32 + ".jsonl".len()
-        );
+        assert!(r.key.starts_with("mail/dt=2025-11-26/") && r.key.ends_with(".jsonl"), "{}", r.key);
+        assert_eq!(r.key.len(), "mail/dt=2025-11-26/".len() + 32 + ".jsonl".len());
         assert_eq!(r.event.as_deref(), Some("flags-set"));
     }
 
     #[test]
     fn key_depends_only_on_content() {
         let received = datetime!(2025-11-26 16:50 UTC);
-        let a = record(
-            r#"{"mailbox":"m@x","uid":1,"tstamp":1764175572,"event":"new"}"#,
-            received,
-        );
+        let a = record(r#"{"mailbox":"m@x","uid":1,"tstamp":1764175572,"event":"new"}"#, received);
         let pretty = record(
             "{\n \"mailbox\": \"m@x\",\n \"uid\": 1,\n \"tstamp\": 1764175572,\n \"event\": \"new\"\n}",
             received + Duration::minutes(15),
         );
-        let other = record(
-            r#"{"mailbox":"m@x","uid":2,"tstamp":1764175572,"event":"new"}"#,
-            received,
-        );
+        let other = record(r#"{"mailbox":"m@x","uid":2,"tstamp":1764175572,"event":"new"}"#, received);
         assert_eq!(a.key, pretty.key);
         assert_ne!(a.key, other.key);
     }
 
     #[test]
     fn loose_field_types_are_kept() {
-        let r = record(
-            r#"{"mailbox":null,"event":7,"tstamp":null}"#,
-            datetime!(2026-01-02 03:04 UTC),
-        );
+        let r = record(r#"{"mailbox":null,"event":7,"tstamp":null}"#, datetime!(2026-01-02 03:04 UTC));
         let line: serde_json::Value = serde_json::from_slice(&r.line).unwrap();
         assert_eq!(line["event"], "7");
         assert_eq!(line["mailbox"], serde_json::Value::Null);

@@ -52,22 +52,14 @@ impl fmt::Debug for Tokens {
 impl Tokens {
     /// Parses a comma-separated list; blanks around each token are dropped. `None` if none is left.
     pub fn parse(list: &str) -> Option<Self> {
-        let digests: Vec<_> = list
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(digest)
-            .collect();
+        let digests: Vec<_> = list.split(',').map(str::trim).filter(|t| !t.is_empty()).map(digest).collect();
         (!digests.is_empty()).then_some(Tokens(digests))
     }
 
     /// True if `presented` equals one of the tokens. Every token is compared, in constant time.
     pub fn accepts(&self, presented: &[u8]) -> bool {
         let presented = digest(presented);
-        self.0
-            .iter()
-            .fold(subtle::Choice::from(0), |hit, t| hit | t.ct_eq(&presented))
-            .into()
+        self.0.iter().fold(subtle::Choice::from(0), |hit, t| hit | t.ct_eq(&presented)).into()
     }
 }
 
@@ -77,11 +69,7 @@ fn digest(token: impl AsRef<[u8]>) -> [u8; 32] {
 
 /// Only POST delivers events.
 pub fn check_method(method: &Method) -> Result<(), Rejection> {
-    if method == Method::POST {
-        Ok(())
-    } else {
-        Err(Rejection::MethodNotAllowed)
-    }
+    if method == Method::POST { Ok(()) } else { Err(Rejection::MethodNotAllowed) }
 }
 
 /// Exactly one `X-Webhook-Token` header, equal to a configured token. No other place counts.
@@ -95,10 +83,7 @@ pub fn check_token(headers: &HeaderMap, tokens: &Tokens) -> Result<(), Rejection
 
 /// The sender never compresses; a compressed body is refused rather than misread as bad JSON.
 pub fn check_encoding(headers: &HeaderMap) -> Result<(), Rejection> {
-    match headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.as_bytes().trim_ascii())
-    {
+    match headers.get(header::CONTENT_ENCODING).map(|v| v.as_bytes().trim_ascii()) {
         None | Some(b"") => Ok(()),
         Some(v) if v.eq_ignore_ascii_case(b"identity") => Ok(()),
         Some(_) => Err(Rejection::UnsupportedEncoding),
@@ -125,11 +110,7 @@ pub fn parse_body(body: &[u8], limit: usize) -> Result<Event<'_>, Rejection> {
         return Err(Rejection::TooLarge { limit });
     }
     let raw = std::str::from_utf8(body).map_err(|_| Rejection::NotUtf8)?;
-    let kind = match raw
-        .trim_start_matches([' ', '\t', '\n', '\r'])
-        .as_bytes()
-        .first()
-    {
+    let kind = match raw.trim_start_matches([' ', '\t', '\n', '\r']).as_bytes().first() {
         Some(b'{') => None,
         Some(b'[') => Some("an array"),
         Some(b'"') => Some("a string"),
@@ -138,17 +119,11 @@ pub fn parse_body(body: &[u8], limit: usize) -> Result<Event<'_>, Rejection> {
         Some(b'-' | b'0'..=b'9') => Some("a number"),
         _ => None,
     };
-    let fields: Fields =
-        serde_json::from_str(raw).map_err(|e| Rejection::InvalidJson(e.to_string()))?;
+    let fields: Fields = serde_json::from_str(raw).map_err(|e| Rejection::InvalidJson(e.to_string()))?;
     if let Some(kind) = kind {
         return Err(Rejection::NotAnObject(kind));
     }
-    Ok(Event {
-        raw,
-        mailbox: fields.mailbox,
-        event: fields.event,
-        tstamp: fields.tstamp,
-    })
+    Ok(Event { raw, mailbox: fields.mailbox, event: fields.event, tstamp: fields.tstamp })
 }
 
 /// The fields mailhook reads; a repeated key keeps its last value, as PHP's `json_decode` does.
@@ -270,10 +245,7 @@ mod tests {
     fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(
-                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_bytes(v).unwrap(),
-            );
+            h.append(axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_bytes(v).unwrap());
         }
         h
     }
@@ -281,14 +253,7 @@ mod tests {
     #[test]
     fn only_post_is_allowed() {
         assert_eq!(check_method(&Method::POST), Ok(()));
-        for m in [
-            Method::GET,
-            Method::HEAD,
-            Method::PUT,
-            Method::DELETE,
-            Method::PATCH,
-            Method::OPTIONS,
-        ] {
+        for m in [Method::GET, Method::HEAD, Method::PUT, Method::DELETE, Method::PATCH, Method::OPTIONS] {
             assert_eq!(check_method(&m), Err(Rejection::MethodNotAllowed), "{m}");
         }
     }
@@ -296,14 +261,8 @@ mod tests {
     #[test]
     fn any_configured_token_is_accepted() {
         let tokens = Tokens::parse(" old-token , new-token ").unwrap();
-        assert_eq!(
-            check_token(&headers(&[("X-Webhook-Token", b"old-token")]), &tokens),
-            Ok(())
-        );
-        assert_eq!(
-            check_token(&headers(&[("x-webhook-token", b"new-token")]), &tokens),
-            Ok(())
-        );
+        assert_eq!(check_token(&headers(&[("X-Webhook-Token", b"old-token")]), &tokens), Ok(()));
+        assert_eq!(check_token(&headers(&[("x-webhook-token", b"new-token")]), &tokens), Ok(()));
     }
 
     #[test]
@@ -332,14 +291,8 @@ mod tests {
     #[test]
     fn token_must_be_in_its_header_once() {
         let tokens = Tokens::parse("tok").unwrap();
-        assert_eq!(
-            check_token(&HeaderMap::new(), &tokens),
-            Err(Rejection::BadToken)
-        );
-        assert_eq!(
-            check_token(&headers(&[("authorization", b"tok")]), &tokens),
-            Err(Rejection::BadToken)
-        );
+        assert_eq!(check_token(&HeaderMap::new(), &tokens), Err(Rejection::BadToken));
+        assert_eq!(check_token(&headers(&[("authorization", b"tok")]), &tokens), Err(Rejection::BadToken));
         let twice = headers(&[(TOKEN_HEADER, b"tok"), (TOKEN_HEADER, b"tok")]);
         assert_eq!(check_token(&twice, &tokens), Err(Rejection::BadToken));
     }
@@ -353,63 +306,25 @@ mod tests {
     #[test]
     fn compressed_bodies_are_refused() {
         assert_eq!(check_encoding(&HeaderMap::new()), Ok(()));
-        assert_eq!(
-            check_encoding(&headers(&[("content-encoding", b"identity")])),
-            Ok(())
-        );
-        assert_eq!(
-            check_encoding(&headers(&[("content-encoding", b"gzip")])),
-            Err(Rejection::UnsupportedEncoding)
-        );
+        assert_eq!(check_encoding(&headers(&[("content-encoding", b"identity")])), Ok(()));
+        assert_eq!(check_encoding(&headers(&[("content-encoding", b"gzip")])), Err(Rejection::UnsupportedEncoding));
     }
 
     #[test]
     fn body_rejections() {
         assert_eq!(parse_body(b"", 100).unwrap_err(), Rejection::EmptyBody);
-        assert_eq!(
-            parse_body(b"{\"a\":1}", 6).unwrap_err(),
-            Rejection::TooLarge { limit: 6 }
-        );
-        assert!(
-            parse_body(b"{\"a\":1}", 7).is_ok(),
-            "a body exactly at the limit is accepted"
-        );
-        assert_eq!(
-            parse_body(b"{\"a\":\"\xff\"}", 100).unwrap_err(),
-            Rejection::NotUtf8
-        );
-        assert_eq!(
-            parse_body(b"[1,2]", 100).unwrap_err(),
-            Rejection::NotAnObject("an array")
-        );
-        assert_eq!(
-            parse_body(b" 42 ", 100).unwrap_err(),
-            Rejection::NotAnObject("a number")
-        );
-        assert_eq!(
-            parse_body(b"null", 100).unwrap_err(),
-            Rejection::NotAnObject("null")
-        );
-        assert_eq!(
-            parse_body(b"\"s\"", 100).unwrap_err(),
-            Rejection::NotAnObject("a string")
-        );
-        for bad in [
-            &b"{"[..],
-            b"{\"a\":1}x",
-            b"{} {}",
-            b"{\"a\":NaN}",
-            b"{\"a\":Infinity}",
-            b"\xef\xbb\xbf{}",
-            b"   ",
-            b"[1,",
-        ] {
+        assert_eq!(parse_body(b"{\"a\":1}", 6).unwrap_err(), Rejection::TooLarge { limit: 6 });
+        assert!(parse_body(b"{\"a\":1}", 7).is_ok(), "a body exactly at the limit is accepted");
+        assert_eq!(parse_body(b"{\"a\":\"\xff\"}", 100).unwrap_err(), Rejection::NotUtf8);
+        assert_eq!(parse_body(b"[1,2]", 100).unwrap_err(), Rejection::NotAnObject("an array"));
+        assert_eq!(parse_body(b" 42 ", 100).unwrap_err(), Rejection::NotAnObject("a number"));
+        assert_eq!(parse_body(b"null", 100).unwrap_err(), Rejection::NotAnObject("null"));
+        assert_eq!(parse_body(b"\"s\"", 100).unwrap_err(), Rejection::NotAnObject("a string"));
+        for bad in
+            [&b"{"[..], b"{\"a\":1}x", b"{} {}", b"{\"a\":NaN}", b"{\"a\":Infinity}", b"\xef\xbb\xbf{}", b"   ", b"[1,"]
+        {
             let err = parse_body(bad, 100).unwrap_err();
-            assert!(
-                matches!(err, Rejection::InvalidJson(_)),
-                "{:?} gave {err:?}",
-                String::from_utf8_lossy(bad)
-            );
+            assert!(matches!(err, Rejection::InvalidJson(_)), "{:?} gave {err:?}", String::from_utf8_lossy(bad));
         }
         for deep in [
             format!("{}{}", "[".repeat(200), "]".repeat(200)),
@@ -419,45 +334,30 @@ mod tests {
                 matches!(parse_body(deep.as_bytes(), 1000).unwrap_err(), Rejection::InvalidJson(m) if m.contains("recursion"))
             );
         }
-        for lone in [
-            &br#"{"a":"\ud800"}"#[..],
-            br#"{"\udc00":1}"#,
-            br#"{"mailbox":"\ud800x"}"#,
-            br#"{"a":["\udfff"]}"#,
-        ] {
+        for lone in [&br#"{"a":"\ud800"}"#[..], br#"{"\udc00":1}"#, br#"{"mailbox":"\ud800x"}"#, br#"{"a":["\udfff"]}"#]
+        {
             assert!(
-                matches!(
-                    parse_body(lone, 100).unwrap_err(),
-                    Rejection::InvalidJson(_)
-                ),
+                matches!(parse_body(lone, 100).unwrap_err(), Rejection::InvalidJson(_)),
                 "{}",
                 String::from_utf8_lossy(lone)
             );
         }
-        assert!(
-            parse_body(br#"{"a":"\ud83d\ude00"}"#, 100).is_ok(),
-            "a surrogate pair is fine"
-        );
+        assert!(parse_body(br#"{"a":"\ud83d\ude00"}"#, 100).is_ok(), "a surrogate pair is fine");
     }
 
     #[test]
     fn parser_message_is_passed_on() {
-        let Rejection::InvalidJson(message) = parse_body(b"{\"a\":}", 100).unwrap_err() else {
-            panic!()
-        };
+        let Rejection::InvalidJson(message) = parse_body(b"{\"a\":}", 100).unwrap_err() else { panic!() };
         assert_eq!(message, "expected value at line 1 column 6");
     }
 
     #[test]
     fn fields_are_picked_out_raw() {
-        let body = br#"{"mailbox":"a@b.c","uid":7,"tstamp":1764175572,"event":"new","extra":{"x":[1]},"mailbox":"last@b.c"}"#;
+        let body =
+            br#"{"mailbox":"a@b.c","uid":7,"tstamp":1764175572,"event":"new","extra":{"x":[1]},"mailbox":"last@b.c"}"#;
         let e = parse_body(body, 1000).unwrap();
         assert_eq!(e.raw.as_bytes(), body);
-        assert_eq!(
-            e.mailbox.unwrap().get(),
-            r#""last@b.c""#,
-            "a repeated key keeps its last value"
-        );
+        assert_eq!(e.mailbox.unwrap().get(), r#""last@b.c""#, "a repeated key keeps its last value");
         assert_eq!(e.event.unwrap().get(), r#""new""#);
         assert_eq!(e.tstamp.unwrap().get(), "1764175572");
         let escaped = parse_body(br#"{"mail\u0062ox":"x"}"#, 100).unwrap();

@@ -31,7 +31,8 @@ impl Running {
         for (k, v) in vars {
             command.env(k, v);
         }
-        let child = command.stdin(Stdio::null()).stdout(log.reopen().unwrap()).stderr(log.reopen().unwrap()).spawn().unwrap();
+        let child =
+            command.stdin(Stdio::null()).stdout(log.reopen().unwrap()).stderr(log.reopen().unwrap()).spawn().unwrap();
         Running { child, log }
     }
 
@@ -62,11 +63,15 @@ struct RuntimeApi {
 
 async fn next(State(api): State<Arc<RuntimeApi>>) -> (HeaderMap, String) {
     let (id, event) = api.events.lock().await.recv().await.expect("test ended");
-    let deadline = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap() + Duration::from_secs(30);
+    let deadline =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap() + Duration::from_secs(30);
     let mut headers = HeaderMap::new();
     headers.insert("lambda-runtime-aws-request-id", id.parse().unwrap());
     headers.insert("lambda-runtime-deadline-ms", deadline.as_millis().to_string().parse().unwrap());
-    headers.insert("lambda-runtime-invoked-function-arn", "arn:aws:lambda:eu-central-1:123456789012:function:mailhook".parse().unwrap());
+    headers.insert(
+        "lambda-runtime-invoked-function-arn",
+        "arn:aws:lambda:eu-central-1:123456789012:function:mailhook".parse().unwrap(),
+    );
     headers.insert("lambda-runtime-trace-id", "Root=1-6747d0d4-0a1b2c3d4e5f607182930000".parse().unwrap());
     (headers, event)
 }
@@ -166,7 +171,9 @@ async fn lambda_runtime_serves_every_sample_and_survives_a_bad_base64_body() {
                     assert_eq!(body["ok"], *status == 200, "{name}: {body}");
                 }
             }
-            (None, Outcome::Error(e)) => assert!(!e.contains("not base64"), "the error report does not echo the body: {e}"),
+            (None, Outcome::Error(e)) => {
+                assert!(!e.contains("not base64"), "the error report does not echo the body: {e}")
+            }
             (expected, got) => panic!("{name}: expected {expected:?}, got {got:?}"),
         }
     }
@@ -182,7 +189,11 @@ async fn lambda_runtime_serves_every_sample_and_survives_a_bad_base64_body() {
         request_ids.push(line["request_id"].as_str().unwrap().to_owned());
     }
     request_ids.sort();
-    assert_eq!(request_ids, ["invocation-00", "invocation-01", "invocation-04", "invocation-09", "invocation-10"], "the Lambda request id is recorded");
+    assert_eq!(
+        request_ids,
+        ["invocation-00", "invocation-01", "invocation-04", "invocation-09", "invocation-10"],
+        "the Lambda request id is recorded"
+    );
 
     let logs = function.output();
     assert!(logs.lines().filter(|l| l.contains("\"accepted\"")).count() >= 5, "{logs}");
@@ -217,7 +228,8 @@ async fn local_server_stores_into_a_directory() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let (status, reply) = http_request(addr, b"GET /webhook-confirm.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let (status, reply) =
+        http_request(addr, b"GET /webhook-confirm.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert_eq!(status, 200);
     assert!(reply.ends_with(&format!("\r\n\r\n{ACCOUNT_ID}")), "{reply}");
 

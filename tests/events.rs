@@ -21,17 +21,12 @@ const SAMPLES: &[(&str, u16, Option<&str>)] = &[
 
 #[test]
 fn every_sample_has_an_expectation() {
-    let mut names: Vec<_> = std::fs::read_dir(events_dir())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut names: Vec<_> =
+        std::fs::read_dir(events_dir()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     let mut listed: Vec<_> = SAMPLES.iter().map(|s| s.0.to_owned()).collect();
     listed.sort();
-    assert_eq!(
-        names, listed,
-        "every file in events/ is listed in SAMPLES, and only those"
-    );
+    assert_eq!(names, listed, "every file in events/ is listed in SAMPLES, and only those");
 }
 
 #[tokio::test]
@@ -39,12 +34,7 @@ async fn each_sample_gets_its_status_and_accepted_ones_are_stored_once() {
     for &(name, status, event) in SAMPLES {
         let (app, dir) = dir_app();
         let reply = call(&app, support::event(name)).await;
-        assert_eq!(
-            reply.status.as_u16(),
-            status,
-            "{name}: {}",
-            String::from_utf8_lossy(&reply.body)
-        );
+        assert_eq!(reply.status.as_u16(), status, "{name}: {}", String::from_utf8_lossy(&reply.body));
         let stored = files(dir.path());
         let Some(event) = event else {
             assert!(stored.is_empty(), "{name} stored nothing");
@@ -53,16 +43,10 @@ async fn each_sample_gets_its_status_and_accepted_ones_are_stored_once() {
         assert_eq!(reply.json(), serde_json::json!({ "ok": true }), "{name}");
         assert_eq!(stored.len(), 1, "{name} stored one object");
         let (key, bytes) = &stored[0];
-        assert!(
-            bytes.ends_with(b"\n") && bytes.iter().filter(|&&b| b == b'\n').count() == 1,
-            "{name}: one line"
-        );
+        assert!(bytes.ends_with(b"\n") && bytes.iter().filter(|&&b| b == b'\n').count() == 1, "{name}: one line");
         let line: serde_json::Value = serde_json::from_slice(bytes).unwrap();
         assert_eq!(line["event"], event, "{name}");
-        assert_eq!(
-            line["ip"], "185.68.16.10",
-            "{name}: the function URL's sourceIp"
-        );
+        assert_eq!(line["ip"], "185.68.16.10", "{name}: the function URL's sourceIp");
         assert_eq!(line["ua"], "adm.tools mail webhook");
         assert_eq!(line["webhook_id"], "1187");
         assert_eq!(line["mailbox"], line["data"]["mailbox"]);
@@ -71,15 +55,8 @@ async fn each_sample_gets_its_status_and_accepted_ones_are_stored_once() {
         let date = line["event_time"].as_str().unwrap()[..10].to_owned();
         let received = line["ts"].as_str().unwrap()[..10].to_owned();
         // The samples are dated 2026-11-26; once that is over 30 days past, the receive date is used.
-        let dt = if key.contains(&format!("dt={date}/")) {
-            date
-        } else {
-            received
-        };
-        assert!(
-            key.starts_with(&format!("dt={dt}/")) && key.ends_with(".jsonl"),
-            "{name}: {key}"
-        );
+        let dt = if key.contains(&format!("dt={date}/")) { date } else { received };
+        assert!(key.starts_with(&format!("dt={dt}/")) && key.ends_with(".jsonl"), "{name}: {key}");
     }
 }
 
@@ -94,10 +71,8 @@ async fn new_mail_line_is_the_reference_superset() {
     assert!(text.contains(&format!("\"data\":{body},")), "{text}");
     // The reference receiver's fields first, in its order, then mailhook's.
     let outer = text.replace(&body, "DATA");
-    let names: Vec<&str> = outer
-        .split(',')
-        .map(|field| field.trim_start_matches('{').split(':').next().unwrap())
-        .collect();
+    let names: Vec<&str> =
+        outer.split(',').map(|field| field.trim_start_matches('{').split(':').next().unwrap()).collect();
     assert_eq!(
         names,
         [
@@ -113,31 +88,20 @@ async fn new_mail_line_is_the_reference_superset() {
         ],
         "{outer}"
     );
-    assert!(
-        text.contains("\"event_time\":\"2026-11-26T16:46:12Z\""),
-        "{text}"
-    );
+    assert!(text.contains("\"event_time\":\"2026-11-26T16:46:12Z\""), "{text}");
 }
 
 #[tokio::test]
 async fn base64_body_is_decoded_and_compacted() {
     let (app, dir) = dir_app();
-    assert_eq!(
-        call(&app, support::event("base64-no-content-type.json"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(call(&app, support::event("base64-no-content-type.json")).await.status, 200);
     let (_, bytes) = files(dir.path()).pop().unwrap();
     let text = String::from_utf8(bytes).unwrap();
     assert!(
         text.contains(r#""data":{"mailbox":"sales@example.com","uid":"512","tstamp":"1795711812","event":"create","folder":"Drafts","flags":"\\Draft"}"#),
         "{text}"
     );
-    assert!(
-        text.contains("\"event_time\":\"2026-11-26T16:50:12Z\""),
-        "{text}"
-    );
+    assert!(text.contains("\"event_time\":\"2026-11-26T16:50:12Z\""), "{text}");
 }
 
 #[tokio::test]
@@ -146,9 +110,5 @@ async fn a_resend_is_answered_200_and_stored_once() {
     assert_eq!(call(&app, support::event("new.json")).await.status, 200);
     let first = files(dir.path());
     assert_eq!(call(&app, support::event("new.json")).await.status, 200);
-    assert_eq!(
-        files(dir.path()),
-        first,
-        "the resend left the first line untouched"
-    );
+    assert_eq!(files(dir.path()), first, "the resend left the first line untouched");
 }

@@ -12,13 +12,11 @@ use mailhook::archive::{Archive, ArchiveError, DirArchive, Stored};
 use mailhook::http::router;
 use support::*;
 
-const EVENT: &str = r#"{"mailbox":"info@example.com","uid":1,"tstamp":1795711572,"event":"create","folder":"INBOX","flags":[]}"#;
+const EVENT: &str =
+    r#"{"mailbox":"info@example.com","uid":1,"tstamp":1795711572,"event":"create","folder":"INBOX","flags":[]}"#;
 
 fn post() -> axum::http::request::Builder {
-    Request::builder()
-        .method(Method::POST)
-        .uri("/")
-        .header("x-webhook-token", TOKEN)
+    Request::builder().method(Method::POST).uri("/").header("x-webhook-token", TOKEN)
 }
 
 fn webhook(body: impl AsRef<[u8]>) -> Request<Body> {
@@ -28,45 +26,19 @@ fn webhook(body: impl AsRef<[u8]>) -> Request<Body> {
 async fn assert_rejected(request: Request<Body>, status: u16, error: &str) {
     let (app, dir) = dir_app();
     let reply = call(&app, request).await;
-    assert_eq!(
-        reply.status.as_u16(),
-        status,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    assert_eq!(
-        reply.json(),
-        serde_json::json!({ "ok": false, "error": error })
-    );
-    assert!(
-        files(dir.path()).is_empty(),
-        "a rejected request stores nothing"
-    );
+    assert_eq!(reply.status.as_u16(), status, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.json(), serde_json::json!({ "ok": false, "error": error }));
+    assert!(files(dir.path()).is_empty(), "a rejected request stores nothing");
 }
 
 #[tokio::test]
 async fn confirm_file_serves_the_account_id_without_a_token() {
     let (app, _dir) = dir_app();
-    let reply = call(
-        &app,
-        Request::get("/webhook-confirm.txt")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let reply = call(&app, Request::get("/webhook-confirm.txt").body(Body::empty()).unwrap()).await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(
-        reply.headers[header::CONTENT_TYPE],
-        "text/plain; charset=utf-8"
-    );
+    assert_eq!(reply.headers[header::CONTENT_TYPE], "text/plain; charset=utf-8");
     assert_eq!(reply.body, ACCOUNT_ID.as_bytes());
-    let head = call(
-        &app,
-        Request::head("/webhook-confirm.txt")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let head = call(&app, Request::head("/webhook-confirm.txt").body(Body::empty()).unwrap()).await;
     assert_eq!(head.status, StatusCode::OK);
     assert!(head.body.is_empty());
 }
@@ -74,22 +46,12 @@ async fn confirm_file_serves_the_account_id_without_a_token() {
 #[tokio::test]
 async fn confirm_file_without_account_id_is_404() {
     let dir = tempfile::tempdir().unwrap();
-    let mut state =
-        Arc::into_inner(support::state(DirArchive::open(dir.path()).unwrap(), "")).unwrap();
+    let mut state = Arc::into_inner(support::state(DirArchive::open(dir.path()).unwrap(), "")).unwrap();
     state.account_id = None;
     let app = router(Arc::new(state));
-    let reply = call(
-        &app,
-        Request::get("/webhook-confirm.txt")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let reply = call(&app, Request::get("/webhook-confirm.txt").body(Body::empty()).unwrap()).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
-    assert_eq!(
-        reply.json(),
-        serde_json::json!({ "ok": false, "error": "Not Found" })
-    );
+    assert_eq!(reply.json(), serde_json::json!({ "ok": false, "error": "Not Found" }));
 }
 
 #[tokio::test]
@@ -114,11 +76,7 @@ async fn any_method_but_post_is_405_with_allow_post() {
             .body(Body::from(EVENT))
             .unwrap();
         let reply = call(&app, request).await;
-        assert_eq!(
-            reply.status,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "{method} {path}"
-        );
+        assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
         assert_eq!(reply.headers[header::ALLOW], "POST");
         if method != Method::HEAD {
             assert_eq!(reply.json()["error"], "Method Not Allowed");
@@ -129,51 +87,28 @@ async fn any_method_but_post_is_405_with_allow_post() {
 
 #[tokio::test]
 async fn method_is_checked_before_the_token() {
-    assert_rejected(
-        Request::get("/").body(Body::empty()).unwrap(),
-        405,
-        "Method Not Allowed",
-    )
-    .await;
+    assert_rejected(Request::get("/").body(Body::empty()).unwrap(), 405, "Method Not Allowed").await;
 }
 
 #[tokio::test]
 async fn missing_token_is_401() {
-    assert_rejected(
-        Request::post("/").body(Body::from(EVENT)).unwrap(),
-        401,
-        "Incorrect webhook token",
-    )
-    .await;
+    assert_rejected(Request::post("/").body(Body::from(EVENT)).unwrap(), 401, "Incorrect webhook token").await;
 }
 
 #[tokio::test]
 async fn wrong_token_is_401() {
-    for wrong in [
-        "wrong",
-        "EXAMPLE-TOKEN",
-        "example-token ",
-        "example-token,old-token",
-        "",
-    ] {
-        let request = Request::post("/")
-            .header("X-Webhook-Token", wrong)
-            .body(Body::from(EVENT))
-            .unwrap();
+    for wrong in ["wrong", "EXAMPLE-TOKEN", "example-token ", "example-token,old-token", ""] {
+        let request = Request::post("/").header("X-Webhook-Token", wrong).body(Body::from(EVENT)).unwrap();
         assert_rejected(request, 401, "Incorrect webhook token").await;
     }
 }
 
 #[tokio::test]
 async fn token_elsewhere_than_its_header_is_401() {
-    let in_query = Request::post("/?token=example-token")
-        .body(Body::from(EVENT))
-        .unwrap();
+    let in_query = Request::post("/?token=example-token").body(Body::from(EVENT)).unwrap();
     assert_rejected(in_query, 401, "Incorrect webhook token").await;
-    let in_authorization = Request::post("/")
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(Body::from(EVENT))
-        .unwrap();
+    let in_authorization =
+        Request::post("/").header("authorization", format!("Bearer {TOKEN}")).body(Body::from(EVENT)).unwrap();
     assert_rejected(in_authorization, 401, "Incorrect webhook token").await;
     let repeated = Request::post("/")
         .header("x-webhook-token", TOKEN)
@@ -187,10 +122,7 @@ async fn token_elsewhere_than_its_header_is_401() {
 async fn every_configured_token_is_accepted() {
     for token in [TOKEN, "old-token"] {
         let (app, dir) = dir_app();
-        let request = Request::post("/")
-            .header("X-WEBHOOK-TOKEN", token)
-            .body(Body::from(EVENT))
-            .unwrap();
+        let request = Request::post("/").header("X-WEBHOOK-TOKEN", token).body(Body::from(EVENT)).unwrap();
         assert_eq!(call(&app, request).await.status, StatusCode::OK, "{token}");
         assert_eq!(files(dir.path()).len(), 1);
     }
@@ -199,10 +131,7 @@ async fn every_configured_token_is_accepted() {
 #[tokio::test]
 async fn token_is_checked_before_the_body() {
     assert_rejected(
-        Request::post("/")
-            .header("x-webhook-token", "nope")
-            .body(Body::empty())
-            .unwrap(),
+        Request::post("/").header("x-webhook-token", "nope").body(Body::empty()).unwrap(),
         401,
         "Incorrect webhook token",
     )
@@ -219,90 +148,42 @@ async fn body_over_the_limit_is_413() {
     let padding = " ".repeat(1024 * 1024 - EVENT.len());
     let at_limit = format!("{EVENT}{padding}");
     let (app, dir) = dir_app();
-    assert_eq!(
-        call(&app, post().body(Body::from(at_limit.clone())).unwrap())
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(call(&app, post().body(Body::from(at_limit.clone())).unwrap()).await.status, StatusCode::OK);
     assert_eq!(files(dir.path()).len(), 1);
     let over = format!("{at_limit} ");
-    assert_rejected(
-        post().body(Body::from(over)).unwrap(),
-        413,
-        "Body larger than 1048576 bytes",
-    )
-    .await;
+    assert_rejected(post().body(Body::from(over)).unwrap(), 413, "Body larger than 1048576 bytes").await;
 }
 
 #[tokio::test]
 async fn body_that_is_not_utf8_is_400() {
-    assert_rejected(
-        webhook(b"{\"subject\":\"\xc3\x28\"}"),
-        400,
-        "Invalid JSON: body is not UTF-8",
-    )
-    .await;
+    assert_rejected(webhook(b"{\"subject\":\"\xc3\x28\"}"), 400, "Invalid JSON: body is not UTF-8").await;
 }
 
 #[tokio::test]
 async fn invalid_json_is_400_with_the_parser_message() {
-    assert_rejected(
-        webhook(b"{\"mailbox\":"),
-        400,
-        "Invalid JSON: EOF while parsing a value at line 1 column 11",
-    )
-    .await;
-    assert_rejected(
-        webhook(b"{} {}"),
-        400,
-        "Invalid JSON: trailing characters at line 1 column 4",
-    )
-    .await;
+    assert_rejected(webhook(b"{\"mailbox\":"), 400, "Invalid JSON: EOF while parsing a value at line 1 column 11")
+        .await;
+    assert_rejected(webhook(b"{} {}"), 400, "Invalid JSON: trailing characters at line 1 column 4").await;
 }
 
 #[tokio::test]
 async fn json_that_is_not_an_object_is_400() {
-    assert_rejected(
-        webhook(b"[{\"event\":\"new\"}]"),
-        400,
-        "Invalid JSON: expected an object, got an array",
-    )
-    .await;
-    assert_rejected(
-        webhook(b"\"new\""),
-        400,
-        "Invalid JSON: expected an object, got a string",
-    )
-    .await;
+    assert_rejected(webhook(b"[{\"event\":\"new\"}]"), 400, "Invalid JSON: expected an object, got an array").await;
+    assert_rejected(webhook(b"\"new\""), 400, "Invalid JSON: expected an object, got a string").await;
 }
 
 #[tokio::test]
 async fn compressed_body_is_415() {
-    let request = post()
-        .header(header::CONTENT_ENCODING, "gzip")
-        .body(Body::from(&b"\x1f\x8b\x08\x00"[..]))
-        .unwrap();
-    assert_rejected(
-        request,
-        415,
-        "Unsupported Content-Encoding: send the body uncompressed",
-    )
-    .await;
+    let request = post().header(header::CONTENT_ENCODING, "gzip").body(Body::from(&b"\x1f\x8b\x08\x00"[..])).unwrap();
+    assert_rejected(request, 415, "Unsupported Content-Encoding: send the body uncompressed").await;
 }
 
 #[tokio::test]
 async fn no_content_type_is_needed() {
     let (app, dir) = dir_app();
-    let request = post()
-        .header(header::CONTENT_TYPE, "text/plain")
-        .body(Body::from(EVENT))
-        .unwrap();
+    let request = post().header(header::CONTENT_TYPE, "text/plain").body(Body::from(EVENT)).unwrap();
     assert_eq!(call(&app, request).await.status, StatusCode::OK);
-    assert_eq!(
-        call(&app, webhook(b"{\"event\":\"new\"}")).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(call(&app, webhook(b"{\"event\":\"new\"}")).await.status, StatusCode::OK);
     assert_eq!(files(dir.path()).len(), 2);
 }
 
@@ -313,24 +194,16 @@ async fn every_answer_is_json_with_security_headers() {
         webhook(EVENT),
         webhook(b""),
         Request::get("/").body(Body::empty()).unwrap(),
-        Request::get("/webhook-confirm.txt")
-            .body(Body::empty())
-            .unwrap(),
+        Request::get("/webhook-confirm.txt").body(Body::empty()).unwrap(),
     ] {
         let reply = call(&app, request).await;
         assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store");
         assert_eq!(reply.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         if reply.headers[header::CONTENT_TYPE] != "text/plain; charset=utf-8" {
-            assert_eq!(
-                reply.headers[header::CONTENT_TYPE],
-                "application/json; charset=utf-8"
-            );
+            assert_eq!(reply.headers[header::CONTENT_TYPE], "application/json; charset=utf-8");
             assert!(reply.json()["ok"].is_boolean());
         }
-        assert!(
-            !String::from_utf8_lossy(&reply.body).contains(TOKEN),
-            "the token is never echoed"
-        );
+        assert!(!String::from_utf8_lossy(&reply.body).contains(TOKEN), "the token is never echoed");
     }
 }
 
@@ -343,15 +216,8 @@ async fn failed_write_is_500_and_says_nothing_internal() {
     std::fs::write(dir.path().join(format!("dt={received}")), b"").unwrap();
     let reply = call(&app, webhook(br#"{"event":"new","tstamp":null}"#)).await;
     assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(
-        reply.json(),
-        serde_json::json!({ "ok": false, "error": "Failed to store the event" })
-    );
-    assert_eq!(
-        files(dir.path()).len(),
-        1,
-        "only the blocking file is there"
-    );
+    assert_eq!(reply.json(), serde_json::json!({ "ok": false, "error": "Failed to store the event" }));
+    assert_eq!(files(dir.path()).len(), 1, "only the blocking file is there");
 }
 
 /// A store that never answers: S3 stalled.
@@ -369,9 +235,5 @@ async fn stalled_store_is_500_within_the_budget() {
     let started = Instant::now();
     let reply = call(&app, webhook(EVENT)).await;
     assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "answered after {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(3), "answered after {:?}", started.elapsed());
 }

@@ -26,7 +26,11 @@ async fn accepted_event_is_one_object_under_its_partition_key() {
     assert_eq!(objects.len(), 1);
     let (key, bytes, content_type) = &objects[0];
     let line: serde_json::Value = serde_json::from_str(bytes).unwrap();
-    let dt = if line["ts"].as_str().unwrap() < "2026-12-26" { "2026-11-26".to_owned() } else { line["ts"].as_str().unwrap()[..10].to_owned() };
+    let dt = if line["ts"].as_str().unwrap() < "2026-12-26" {
+        "2026-11-26".to_owned()
+    } else {
+        line["ts"].as_str().unwrap()[..10].to_owned()
+    };
     assert!(key.starts_with(&format!("mail/dt={dt}/")) && key.ends_with(".jsonl"), "{key}");
     assert_eq!(content_type.as_deref(), Some(CONTENT_TYPE));
     assert!(bytes.ends_with('\n'));
@@ -102,7 +106,8 @@ async fn stalled_s3_is_500_before_the_budget_runs_out() {
         }
     });
     let config = s3_config(&[("STORE_TIMEOUT_MS", "1000")]);
-    let app = router(state_with_budget(S3Archive::new(s3_client(&config, addr).await, BUCKET), "", config.store_timeout));
+    let app =
+        router(state_with_budget(S3Archive::new(s3_client(&config, addr).await, BUCKET), "", config.store_timeout));
     let started = Instant::now();
     assert_eq!(call(&app, support::event("new.json")).await.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(started.elapsed() < Duration::from_secs(3), "answered after {:?}", started.elapsed());

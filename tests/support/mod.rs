@@ -29,8 +29,7 @@ pub fn events_dir() -> PathBuf {
 
 /// A sample event file as text.
 pub fn event_text(name: &str) -> String {
-    std::fs::read_to_string(events_dir().join(name))
-        .unwrap_or_else(|e| panic!("events/{name}: {e}"))
+    std::fs::read_to_string(events_dir().join(name)).unwrap_or_else(|e| panic!("events/{name}: {e}"))
 }
 
 /// A sample event as the request lambda_http hands to the router.
@@ -45,9 +44,7 @@ pub fn event_body(name: &str) -> Vec<u8> {
     let body = json["body"].as_str().unwrap_or_default();
     if json["isBase64Encoded"] == true {
         use base64::Engine;
-        base64::engine::general_purpose::STANDARD
-            .decode(body)
-            .unwrap()
+        base64::engine::general_purpose::STANDARD.decode(body).unwrap()
     } else {
         body.as_bytes().to_vec()
     }
@@ -83,12 +80,8 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "reply is not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 }
 
@@ -98,18 +91,10 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
 {
-    let response = app
-        .clone()
-        .oneshot(request.map(axum::body::Body::new))
-        .await
-        .unwrap();
+    let response = app.clone().oneshot(request.map(axum::body::Body::new)).await.unwrap();
     let (parts, body) = response.into_parts();
     let body = body.collect().await.unwrap().to_bytes().to_vec();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    Reply { status: parts.status, headers: parts.headers, body }
 }
 
 /// Every file under `root`, as (path relative to root, content), sorted.
@@ -120,11 +105,7 @@ pub fn files(root: &Path) -> Vec<(String, Vec<u8>)> {
             if path.is_dir() {
                 walk(root, &path, out);
             } else {
-                let rel = path
-                    .strip_prefix(root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
+                let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
                 out.push((rel, std::fs::read(&path).unwrap()));
             }
         }
@@ -163,11 +144,9 @@ pub async fn s3_server_on(root: &Path, addr: SocketAddr) -> SocketAddr {
             let service = service.clone();
             tokio::spawn(async move {
                 let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(io, service)
-                .await;
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(io, service)
+                    .await;
             });
         }
     });
@@ -176,26 +155,15 @@ pub async fn s3_server_on(root: &Path, addr: SocketAddr) -> SocketAddr {
 
 /// A loopback port with nothing listening on it.
 pub fn closed_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 /// mailhook's configuration for an S3 archive at `endpoint`.
 pub fn s3_config(extra: &[(&str, &str)]) -> Config {
-    let mut vars = vec![
-        ("WEBHOOK_TOKENS", TOKEN),
-        ("ARCHIVE_URI", "s3://mail-archive/mail/"),
-        ("S3_FORCE_PATH_STYLE", "true"),
-    ];
+    let mut vars =
+        vec![("WEBHOOK_TOKENS", TOKEN), ("ARCHIVE_URI", "s3://mail-archive/mail/"), ("S3_FORCE_PATH_STYLE", "true")];
     vars.extend_from_slice(extra);
-    Config::from_lookup(|name| {
-        vars.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| (*v).to_owned())
-    })
-    .unwrap()
+    Config::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())).unwrap()
 }
 
 /// mailhook's own S3 client (timeouts, retries, path style), pointed at `endpoint` with test keys.
@@ -203,30 +171,17 @@ pub async fn s3_client(config: &Config, endpoint: SocketAddr) -> aws_sdk_s3::Cli
     let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(format!("http://{endpoint}"))
         .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            ACCESS_KEY, SECRET_KEY, None, None, "tests",
-        ));
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "tests"));
     mailhook::s3_client(config, loader).await
 }
 
 /// The keys and bytes of every object in the bucket, read back through S3.
 pub async fn bucket_objects(client: &aws_sdk_s3::Client) -> Vec<(String, String, Option<String>)> {
-    let listed = client
-        .list_objects_v2()
-        .bucket(BUCKET)
-        .send()
-        .await
-        .unwrap();
+    let listed = client.list_objects_v2().bucket(BUCKET).send().await.unwrap();
     let mut out = Vec::new();
     for object in listed.contents() {
         let key = object.key().unwrap().to_owned();
-        let got = client
-            .get_object()
-            .bucket(BUCKET)
-            .key(&key)
-            .send()
-            .await
-            .unwrap();
+        let got = client.get_object().bucket(BUCKET).key(&key).send().await.unwrap();
         let content_type = got.content_type().map(str::to_owned);
         let bytes = String::from_utf8(got.body.collect().await.unwrap().into_bytes().to_vec()).unwrap();
         out.push((key, bytes, content_type));
