@@ -46,6 +46,7 @@ struct Line<'a> {
     event: Option<&'a str>,
     mailbox: Option<&'a str>,
     event_time: Option<String>,
+    flags: Option<Vec<String>>,
 }
 
 impl Record {
@@ -68,6 +69,7 @@ impl Record {
             event: kind.as_deref(),
             mailbox: mailbox.as_deref(),
             event_time: event_time.map(rfc3339),
+            flags: event.flags.and_then(flag_list),
         };
         let mut bytes = serde_json::to_vec(&line).expect("a line of strings and valid JSON always serialises");
         bytes.push(b'\n');
@@ -143,6 +145,19 @@ pub fn event_time(tstamp: &RawValue) -> Option<OffsetDateTime> {
         None => (value * nanos_per_unit as f64 / 1e3).round() as i128 * 1000,
     };
     OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
+}
+
+/// `flags` as a list of strings whatever form it came in: an array's items, or an IMAP-style
+/// space-separated string split up. Gives Athena and DuckDB one type to query.
+fn flag_list(flags: &RawValue) -> Option<Vec<String>> {
+    match flags.get().as_bytes().first() {
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(flags.get()).ok()?;
+            Some(items.into_iter().filter_map(text).collect())
+        }
+        Some(b'"') => Some(text(flags)?.split_whitespace().map(str::to_owned).collect()),
+        _ => text(flags).map(|other| vec![other]),
+    }
 }
 
 /// A JSON string's text; any other non-null value as its JSON text.
@@ -243,7 +258,8 @@ mod tests {
             concat!(
                 r#"{"ts":"2025-11-26T16:46:13.123Z","ip":"203.0.113.9","ua":"adm.tools mail webhook","#,
                 r#""data":{"mailbox":"info@example.com","uid":18446744073709551617,"tstamp":"1764175572","event":"flags-set","folder":"INBOX","flags":["\\Seen","\\Deleted"],"z_unknown":{"k":1.0}},"#,
-                r#""webhook_id":null,"request_id":"req-1","event":"flags-set","mailbox":"info@example.com","event_time":"2025-11-26T16:46:12Z"}"#,
+                r#""webhook_id":null,"request_id":"req-1","event":"flags-set","mailbox":"info@example.com","event_time":"2025-11-26T16:46:12Z","#,
+                r#""flags":["\\Seen","\\Deleted"]}"#,
                 "\n"
             )
         );
@@ -263,6 +279,18 @@ mod tests {
         let other = record(r#"{"mailbox":"m@x","uid":2,"tstamp":1764175572,"event":"new"}"#, received);
         assert_eq!(a.key, pretty.key);
         assert_ne!(a.key, other.key);
+    }
+
+    #[test]
+    fn flags_become_a_list_of_strings() {
+        let flags = |json: &str| flag_list(&raw(json));
+        assert_eq!(flags(r#"["\\Seen","\\Deleted"]"#).unwrap(), ["\\Seen", "\\Deleted"]);
+        assert_eq!(flags(r#""\\Seen \\Flagged""#).unwrap(), ["\\Seen", "\\Flagged"]);
+        assert_eq!(flags(r#""""#).unwrap(), Vec::<String>::new());
+        assert_eq!(flags("[]").unwrap(), Vec::<String>::new());
+        assert_eq!(flags(r#"[1,"a",null]"#).unwrap(), ["1", "a"]);
+        assert_eq!(flags("7").unwrap(), ["7"]);
+        assert_eq!(flags("null"), None);
     }
 
     #[test]

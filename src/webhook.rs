@@ -99,6 +99,7 @@ pub struct Event<'a> {
     pub mailbox: Option<&'a RawValue>,
     pub event: Option<&'a RawValue>,
     pub tstamp: Option<&'a RawValue>,
+    pub flags: Option<&'a RawValue>,
 }
 
 /// Checks that the body is one JSON object of at most `limit` bytes and picks out its fields.
@@ -123,7 +124,7 @@ pub fn parse_body(body: &[u8], limit: usize) -> Result<Event<'_>, Rejection> {
     if let Some(kind) = kind {
         return Err(Rejection::NotAnObject(kind));
     }
-    Ok(Event { raw, mailbox: fields.mailbox, event: fields.event, tstamp: fields.tstamp })
+    Ok(Event { raw, mailbox: fields.mailbox, event: fields.event, tstamp: fields.tstamp, flags: fields.flags })
 }
 
 /// The fields mailhook reads; a repeated key keeps its last value, as PHP's `json_decode` does.
@@ -134,6 +135,7 @@ struct Fields<'a> {
     mailbox: Option<&'a RawValue>,
     event: Option<&'a RawValue>,
     tstamp: Option<&'a RawValue>,
+    flags: Option<&'a RawValue>,
 }
 
 impl<'de: 'a, 'a> serde::Deserialize<'de> for Fields<'a> {
@@ -157,6 +159,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
                 "mailbox" => &mut fields.mailbox,
                 "event" => &mut fields.event,
                 "tstamp" => &mut fields.tstamp,
+                "flags" => &mut fields.flags,
                 _ => {
                     map.next_value::<Checked>()?;
                     continue;

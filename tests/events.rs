@@ -84,7 +84,8 @@ async fn new_mail_line_is_the_reference_superset() {
             "\"request_id\"",
             "\"event\"",
             "\"mailbox\"",
-            "\"event_time\""
+            "\"event_time\"",
+            "\"flags\""
         ],
         "{outer}"
     );
