@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Checks what can be checked of template.yaml and the README's Athena SQL without AWS.
+
+- The template keeps its promises: retained, private, encrypted, TLS-only bucket; a create-only
+  role; NoEcho token without default; JSON logs with retention; a projected dt partition.
+- The Glue table's columns are the fields mailhook writes, with types that fit the values
+  (checked on lines written by the real binary from every sample event).
+- Every ```sql block of the README parses as Athena (Trino) SQL and names only columns and
+  struct fields the table has.
+
+Run by tests/all.sh inside .venv (cfn-lint for the CloudFormation loader, sqlglot).
+"""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import sqlglot
+from cfnlint.decode import decode
+from sqlglot import exp
+
+ROOT = Path(__file__).resolve().parent.parent
+failures, passed = [], []
+
+
+def check(ok, message):
+    print(("ok   " if ok else "FAIL ") + message, flush=True)
+    (passed if ok else failures).append(message)
+
+
+def parse_hive_type(text):
+    """'struct<a:string,b:array<string>>' -> {'a': 'string', 'b': 'array<string>'}, or the type."""
+    if not text.startswith("struct<"):
+        return text
+    body, fields, depth, current = text[len("struct<") : -1], {}, 0, ""
+    for ch in body + ",":
+        if ch == "," and depth == 0:
+            name, _, kind = current.partition(":")
+            fields[name] = parse_hive_type(kind)
+            current = ""
+            continue
+        depth += ch == "<"
+        depth -= ch == ">"
+        current += ch
+    return fields
+
+
+def fits(value, hive_type):
+    """Whether the Hive JSON SerDe can read this JSON value as this column type."""
+    if value is None:
+        return True
+    if isinstance(hive_type, dict):
+        return isinstance(value, dict) and all(fits(value.get(k), t) for k, t in hive_type.items())
+    if hive_type == "string":
+        return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+    if hive_type == "array<string>":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return False
+
+
+def lines_from_the_binary():
+    """Runs the real binary on every accepted sample and returns the stored lines."""
+    subprocess.run(["cargo", "build", "--quiet"], cwd=ROOT, check=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    archive = tempfile.mkdtemp()
+    env = dict(os.environ, WEBHOOK_TOKENS="example-token", ARCHIVE_URI=archive, LISTEN_ADDR=f"127.0.0.1:{port}")
+    server = subprocess.Popen([str(ROOT / "target/debug/mailhook")], env=env, stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        expected = json.loads((ROOT / "tests/data/expected.json").read_text())
+        for name, e in expected.items():
+            event = json.loads((ROOT / "events" / name).read_text())
+            if e["status"] != 200 or not e["event"]:
+                continue
+            body = event["body"]
+            if event.get("isBase64Encoded"):
+                import base64
+
+                body = base64.b64decode(body)
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/",
+                data=body if isinstance(body, bytes) else body.encode(),
+                headers={"X-Webhook-Token": "example-token", "X-Webhook-Id": "1187"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                assert reply.status == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    return [json.loads(p.read_text()) for p in sorted(Path(archive).rglob("*.jsonl"))]
+
+
+def main():
+    template = decode(str(ROOT / "template.yaml"))[0]
+    resources, params = template["Resources"], template["Parameters"]
+
+    bucket = resources["ArchiveBucket"]
+    props = bucket["Properties"]
+    check(bucket.get("DeletionPolicy") == "Retain", "bucket is retained on stack deletion")
+    block = props["PublicAccessBlockConfiguration"]
+    check(all(block[k] is True for k in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")), "all four public access blocks")
+    check("BucketEncryption" in props, "default encryption")
+    check(props["OwnershipControls"]["Rules"][0]["ObjectOwnership"] == "BucketOwnerEnforced", "BucketOwnerEnforced")
+    deny = resources["ArchiveBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+    check(deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}, "TLS-only bucket policy")
+
+    function = resources["MailhookFunction"]["Properties"]
+    check(function["Architectures"] == ["arm64"] and function["Runtime"] == "provided.al2023", "arm64 on provided.al2023")
+    check(function["MemorySize"] == 128 and function["Handler"] == "bootstrap", "128 MB, bootstrap")
+    store_ms = int(function["Environment"]["Variables"]["STORE_TIMEOUT_MS"])
+    check(function["Timeout"] * 1000 > store_ms, f"timeout {function['Timeout']} s above the store budget {store_ms} ms")
+    check(function["FunctionUrlConfig"]["AuthType"] == "NONE", "function URL, token as the authentication")
+    check(function["LoggingConfig"]["LogFormat"] == "JSON", "JSON logs")
+    check("RetentionInDays" in resources["MailhookLogGroup"]["Properties"], "log retention")
+    statements = [s for policy in function["Policies"] for s in policy["Statement"]]
+    check(len(statements) == 1, "one permission statement")
+    put = statements[0]
+    check(put["Action"] == "s3:PutObject" and put["Effect"] == "Allow", "only s3:PutObject")
+    check(put["Resource"] == {"Fn::Sub": "${ArchiveBucket.Arn}/${ArchivePrefix}*"}, "only under the archive prefix")
+    check(put["Condition"] == {"Null": {"s3:if-none-match": "false"}}, "only with If-None-Match (create-only)")
+    check(params["WebhookTokens"].get("NoEcho") is True and "Default" not in params["WebhookTokens"], "token NoEcho, no default")
+    check(resources["MailhookFunction"]["Metadata"]["BuildMethod"] == "rust-cargolambda", "built by cargo-lambda")
+
+    table = resources["EventsTable"]["Properties"]["TableInput"]
+    tp = table["Parameters"]
+    check(tp["projection.enabled"] == "true" and tp["projection.dt.type"] == "date", "dt is projected as a date")
+    check(tp["projection.dt.format"] == "yyyy-MM-dd" and tp["projection.dt.range"]["Fn::Sub"].endswith(",NOW"), "yyyy-MM-dd up to NOW")
+    check(tp["storage.location.template"]["Fn::Sub"].endswith("${ArchivePrefix}dt=${!dt}/"), "location template matches the key layout")
+    check(table["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"] == "org.apache.hive.hcatalog.data.JsonSerDe", "Hive JSON SerDe")
+    columns = {c["Name"]: parse_hive_type(c["Type"]) for c in table["StorageDescriptor"]["Columns"]}
+    partitions = {c["Name"]: c["Type"] for c in table["PartitionKeys"]}
+
+    lines = lines_from_the_binary()
+    check(len(lines) >= 5, f"{len(lines)} lines written by the binary")
+    for line in lines:
+        check(set(line) == set(columns), f"columns are the line's fields: {sorted(set(line) ^ set(columns)) or 'same'}")
+        for name, hive_type in columns.items():
+            check(fits(line.get(name), hive_type), f"{line['data'].get('event')} uid {line['data'].get('uid')}: {name} fits {hive_type}")
+
+    sql_blocks = re.findall(r"```sql\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    athena = [s for s in sql_blocks if "mailhook.events" in s]
+    check(len(athena) >= 3, f"{len(athena)} Athena queries in the README")
+    known = set(columns) | set(partitions)
+    for sql in athena:
+        try:
+            tree = sqlglot.parse_one(sql, read="trino")
+        except sqlglot.errors.ParseError as e:
+            check(False, f"Athena SQL parses: {e}")
+            continue
+        aliases = {a.alias for a in tree.find_all(exp.Alias)}
+        for column in tree.find_all(exp.Column):
+            parts = [p.name for p in column.parts]
+            if parts[0] == "data":
+                ok = len(parts) == 2 and parts[1] in columns["data"]
+            else:
+                ok = (len(parts) == 1 and (parts[0] in known or parts[0] in aliases))
+            check(ok, f"README SQL names a real column: {'.'.join(parts)}")
+        for table_ref in tree.find_all(exp.Table):
+            check(f"{table_ref.db}.{table_ref.name}" == "mailhook.events", f"README SQL reads mailhook.events: {table_ref.sql()}")
+
+    print(f"check_template: {len(passed)} passed, {len(failures)} failed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
