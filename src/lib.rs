@@ -47,8 +47,13 @@ pub async fn s3_client(config: &Config, loader: aws_config::ConfigLoader) -> aws
         .operation_attempt_timeout(budget / 2)
         .operation_timeout(budget)
         .build();
-    let shared =
-        loader.timeout_config(timeouts).retry_config(RetryConfig::standard().with_max_attempts(3)).load().await;
+    // Three tries with short backoff: a throttled or failing S3 gets two more chances inside the
+    // budget, and what still fails is answered 500 so the sender's own resend takes over.
+    let retries = RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(std::time::Duration::from_millis(100))
+        .with_max_backoff(std::time::Duration::from_secs(1));
+    let shared = loader.timeout_config(timeouts).retry_config(retries).load().await;
     let s3 = aws_sdk_s3::config::Builder::from(&shared).force_path_style(config.s3_force_path_style).build();
     aws_sdk_s3::Client::from_conf(s3)
 }

@@ -2,6 +2,8 @@
 //! S3-compatible server (s3s-fs) listening on loopback.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
