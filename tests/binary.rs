@@ -221,6 +221,7 @@ async fn local_server_stores_into_a_directory() {
         ("ARCHIVE_URI", dir.path().join("archive").display().to_string()),
         ("WEBHOOK_TOKENS", TOKEN.into()),
         ("ACCOUNT_ID", ACCOUNT_ID.into()),
+        ("RUST_LOG", "debug".into()),
     ]);
     let started = Instant::now();
     while tokio::net::TcpStream::connect(addr).await.is_err() {
@@ -249,6 +250,22 @@ async fn local_server_stores_into_a_directory() {
     assert_eq!(line["ip"], "127.0.0.1", "the peer address");
     assert_eq!(line["ua"], "adm.tools mail webhook");
     assert_eq!(line["webhook_id"], serde_json::Value::Null);
+
+    // Wrong tokens and bad bodies are logged by reason, never by content, even at debug.
+    let post = |token: &str, body: &str| {
+        format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nX-Webhook-Token: {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    assert_eq!(http_request(addr, post("secret-guess-42", r#"{"subject":"hush"}"#).as_bytes()).await.0, 401);
+    assert_eq!(http_request(addr, post(TOKEN, r#"{"subject":"hush""#).as_bytes()).await.0, 400);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = server.output();
+    assert!(logs.contains("accepted") && logs.contains("status=401") && logs.contains("status=400"), "{logs}");
+    for secret in [TOKEN, "secret-guess-42", "hush", "Archive/2026"] {
+        assert!(!logs.contains(secret), "{secret:?} reached the debug log:\n{logs}");
+    }
 }
 
 #[test]
