@@ -30,6 +30,8 @@ pub struct AppState<A> {
     pub account_id: Option<String>,
     pub max_body_bytes: usize,
     pub store_timeout: Duration,
+    /// How long a client may take to send its body (local server; Lambda bodies arrive whole).
+    pub body_timeout: Duration,
     /// Prepended to every key: empty or ending with `/`.
     pub prefix: String,
     pub archive: A,
@@ -63,6 +65,7 @@ impl Failure {
                 Rejection::BadToken => StatusCode::UNAUTHORIZED,
                 Rejection::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 Rejection::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                Rejection::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
                 Rejection::EmptyBody
                 | Rejection::UnreadableBody
                 | Rejection::NotUtf8
@@ -150,7 +153,9 @@ async fn accept<A: Archive>(state: &AppState<A>, request: Request, meta: &Meta) 
     webhook::check_method(request.method())?;
     webhook::check_token(request.headers(), &state.tokens)?;
     webhook::check_encoding(request.headers())?;
-    let body = read_body(request.into_body(), state.max_body_bytes).await?;
+    let body = tokio::time::timeout(state.body_timeout, read_body(request.into_body(), state.max_body_bytes))
+        .await
+        .map_err(|_| Rejection::BodyTimeout)??;
     let event = webhook::parse_body(&body, state.max_body_bytes)?;
     let record = Record::new(&event, meta, OffsetDateTime::now_utc(), &state.prefix);
     let put = state.archive.put_new(&record.key, record.line.clone());

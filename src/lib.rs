@@ -20,6 +20,9 @@ use crate::http::AppState;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// A local client that has not sent its whole body by then gets 408 and its connection back.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Builds the archive the configuration names and serves until the runtime stops.
 pub async fn run(config: Config) -> Result<(), Error> {
     match config.archive.clone() {
@@ -64,6 +67,7 @@ async fn serve<A: Archive>(config: Config, archive: A, prefix: String) -> Result
         account_id: config.account_id,
         max_body_bytes: config.max_body_bytes,
         store_timeout: config.store_timeout,
+        body_timeout: BODY_TIMEOUT,
         prefix,
         archive,
     };

@@ -30,6 +30,8 @@ pub enum Rejection {
     TooLarge { limit: usize },
     #[error("Could not read body")]
     UnreadableBody,
+    #[error("Timed out reading the body")]
+    BodyTimeout,
     #[error("Invalid JSON: body is not UTF-8")]
     NotUtf8,
     #[error("Invalid JSON: {0}")]

@@ -251,6 +251,28 @@ async fn local_server_stores_into_a_directory() {
     assert_eq!(line["ua"], "adm.tools mail webhook");
     assert_eq!(line["webhook_id"], serde_json::Value::Null);
 
+    // Framing a sender or a proxy may use: chunked, HTTP/1.0, and a client trickling its request.
+    let chunked = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nX-Webhook-Token: {TOKEN}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\n{{\"uid\r\na\r\n\":2,\"a\":1}}\r\n0\r\n\r\n"
+    );
+    assert_eq!(http_request(addr, chunked.as_bytes()).await.0, 200);
+    let http10 = format!("POST / HTTP/1.0\r\nX-Webhook-Token: {TOKEN}\r\nContent-Length: 9\r\n\r\n{{\"uid\":3}}");
+    let (status, reply) = http_request(addr, http10.as_bytes()).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let slow = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nX-Webhook-Token: {TOKEN}\r\nContent-Length: 9\r\nConnection: close\r\n\r\n{{\"uid\":4}}"
+    );
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    for byte in slow.as_bytes() {
+        stream.write_all(&[*byte]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert_eq!(files(&dir.path().join("archive")).len(), 4);
+
     // Wrong tokens and bad bodies are logged by reason, never by content, even at debug.
     let post = |token: &str, body: &str| {
         format!(

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use mailhook::archive::{Archive, ArchiveError, DirArchive, Stored};
 use mailhook::http::router;
 use support::*;
@@ -236,4 +237,18 @@ async fn stalled_store_is_500_within_the_budget() {
     let reply = call(&app, webhook(EVENT)).await;
     assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(started.elapsed() < Duration::from_secs(3), "answered after {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_408() {
+    let (app, dir) = dir_app();
+    let first = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"{\"event\":"))]);
+    let stalled = first.chain(futures_util::stream::pending());
+    let request = post().body(Body::from_stream(stalled)).unwrap();
+    let started = Instant::now();
+    let reply = call(&app, request).await;
+    assert_eq!(reply.status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(reply.json()["error"], "Timed out reading the body");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(files(dir.path()).is_empty());
 }

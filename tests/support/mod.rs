@@ -62,6 +62,7 @@ pub fn state_with_budget<A: Archive>(archive: A, prefix: &str, store_timeout: Du
         account_id: Some(ACCOUNT_ID.into()),
         max_body_bytes: 1024 * 1024,
         store_timeout,
+        body_timeout: Duration::from_millis(500),
         prefix: prefix.into(),
         archive,
     })
