@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check mailhook has, from a fresh clone: cargo test, cfn-lint, the template and README
-# SQL checks, the end-to-end run through cargo lambda with moto_server and DuckDB, and sam build.
-# The first run installs the Python-packaged tools (tests/requirements.txt) into .venv.
+# SQL checks, the end-to-end run through cargo lambda with moto_server and DuckDB, the bounded load
+# run, a bounded fuzz run, cargo deny, and sam build. The first run installs the Python-packaged
+# tools (tests/requirements.txt) into .venv, and cargo-fuzz and cargo-deny with cargo install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,15 +12,17 @@ if ! cmp -s tests/requirements.txt .venv/.installed 2>/dev/null; then
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
   cp tests/requirements.txt .venv/.installed
 fi
-export PATH="$PWD/.venv/bin:$PATH"
+export PATH="$PWD/.venv/bin:$HOME/.cargo/bin:$PATH"
+export SAM_CLI_TELEMETRY=0
 
-step() { printf '\n== %s\n' "$*"; }
+steps=0
+step() { steps=$((steps + 1)); printf '\n== %s\n' "$*"; }
 
 step "cfn-lint template.yaml"
 cfn-lint template.yaml && echo "cfn-lint: no errors, no warnings"
 
 step "cargo test"
-cargo test --locked
+cargo test --locked --all-targets
 
 step "template and README SQL (tests/check_template.py)"
 python tests/check_template.py
@@ -27,7 +30,20 @@ python tests/check_template.py
 step "end to end through cargo lambda, moto_server and DuckDB (tests/e2e.py)"
 python tests/e2e.py
 
+step "load: 10,000 events x 64 clients, then resends, into moto_server and a directory (tests/load.py)"
+python tests/load.py --json target/load-results.json
+
+step "fuzz for ${FUZZ_SECONDS:-60} s (tests/fuzz.sh)"
+tests/fuzz.sh
+
+step "cargo deny: licences, bans, sources"
+command -v cargo-deny >/dev/null || cargo install cargo-deny --locked --version 0.20.2
+cargo deny check licenses bans sources
+
 if [ "${SKIP_SAM_BUILD:-}" != 1 ]; then
   step "sam build"
   sam build --build-dir target/sam --cache-dir target/sam-cache
 fi
+
+# set -e stopped at the first failing step; reaching here means every step passed.
+printf '\nchecks: %d passed, 0 failed\n' "$steps"
