@@ -10,7 +10,6 @@ Run by tests/all.sh from the repository root, inside .venv (moto, boto3, cargo-l
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,8 +18,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import boto3
 import duckdb
+
+import local_s3
+from local_s3 import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
@@ -30,12 +31,6 @@ PREFIX = "mail/"
 TOKEN = "example-token"
 ACCOUNT_ID = "123456"
 DEADLINE = time.monotonic() + 20 * 60  # the whole run, build included, is bounded
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(what, probe, seconds):
@@ -48,9 +43,7 @@ def wait_for(what, probe, seconds):
 
 
 def port_open(port):
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+    return local_s3.wait_port(port, 0.5)
 
 
 def http(method, url, body=None, headers=None):
@@ -79,42 +72,18 @@ def main():
         print(("ok   " if ok else "FAIL ") + message, flush=True)
         (passed if ok else failures).append(message)
 
-    s3_port, lambda_port = free_port(), free_port()
-    endpoint = f"http://127.0.0.1:{s3_port}"
+    lambda_port = free_port()
     children = []
     logs = tempfile.TemporaryDirectory()
     try:
-        moto_log = open(Path(logs.name) / "moto.log", "w")
-        children.append(
-            subprocess.Popen(
-                ["moto_server", "-H", "127.0.0.1", "-p", str(s3_port)],
-                stdout=moto_log,
-                stderr=moto_log,
-                start_new_session=True,
-            )
-        )
-        wait_for("moto_server", lambda: port_open(s3_port), 60)
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-        )
-        s3.create_bucket(Bucket=BUCKET)
-
+        moto, s3, s3_env = local_s3.start(BUCKET, open(Path(logs.name) / "moto.log", "w"))
+        children.append(moto)
         env = dict(
             os.environ,
+            **s3_env,
             WEBHOOK_TOKENS=f"old-token,{TOKEN}",
             ACCOUNT_ID=ACCOUNT_ID,
             ARCHIVE_URI=f"s3://{BUCKET}/{PREFIX}",
-            AWS_ENDPOINT_URL_S3=endpoint,
-            S3_FORCE_PATH_STYLE="true",
-            AWS_ACCESS_KEY_ID="test",
-            AWS_SECRET_ACCESS_KEY="test",
-            AWS_REGION="us-east-1",
-            AWS_CONFIG_FILE="/nonexistent",
-            AWS_SHARED_CREDENTIALS_FILE="/nonexistent",
         )
         watch_log = open(Path(logs.name) / "watch.log", "w")
         watch = subprocess.Popen(

@@ -13,7 +13,6 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,26 +21,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import local_s3
+from local_s3 import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "load-token"
 BUCKET = "mailhook-load"
 TIME_LIMIT = 15 * 60  # seconds for the whole run; the load stops by itself
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, seconds=60):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    sys.exit(f"load: nothing listening on {port}")
 
 
 def event(i):
@@ -97,33 +83,17 @@ def run(kind, args, deadline):
     env = dict(os.environ, WEBHOOK_TOKENS=TOKEN, RUST_LOG="warn")
     try:
         if kind == "s3":
-            import boto3
-
-            s3_port = free_port()
-            log = open(Path(workdir.name) / "moto.log", "w")
-            children.append(subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(s3_port)], stdout=log, stderr=log))
-            wait_port(s3_port)
-            endpoint = f"http://127.0.0.1:{s3_port}"
-            s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t")
-            s3.create_bucket(Bucket=BUCKET)
-            env.update(
-                ARCHIVE_URI=f"s3://{BUCKET}/mail/",
-                AWS_ENDPOINT_URL_S3=endpoint,
-                S3_FORCE_PATH_STYLE="true",
-                AWS_ACCESS_KEY_ID="t",
-                AWS_SECRET_ACCESS_KEY="t",
-                AWS_REGION="us-east-1",
-                AWS_CONFIG_FILE="/nonexistent",
-                AWS_SHARED_CREDENTIALS_FILE="/nonexistent",
-                STORE_TIMEOUT_MS="20000",
-            )
+            moto, s3, s3_env = local_s3.start(BUCKET, open(Path(workdir.name) / "moto.log", "w"))
+            children.append(moto)
+            env.update(s3_env, ARCHIVE_URI=f"s3://{BUCKET}/mail/", STORE_TIMEOUT_MS="20000")
         else:
             archive = Path(workdir.name) / "archive"
             env.update(ARCHIVE_URI=str(archive))
         port = free_port()
         env["LISTEN_ADDR"] = f"127.0.0.1:{port}"
         children.append(subprocess.Popen([args.binary], env=env))
-        wait_port(port)
+        if not local_s3.wait_port(port):
+            sys.exit(f"load: nothing listening on {port}")
 
         bodies = [event(i) for i in range(args.events)]
         result = {"archive": kind, "events": args.events, "clients": args.clients}
