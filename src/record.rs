@@ -119,13 +119,18 @@ pub fn partition_date(event_time: Option<OffsetDateTime>, received: OffsetDateTi
 }
 
 /// Reads `tstamp` loosely: a number or numeric string of seconds (fractions allowed) or
-/// milliseconds, or an RFC 3339 string. `None` when it is none of these.
+/// milliseconds, or an RFC 3339 string, in the years 0 to 9999 that RFC 3339 can write. `None`
+/// when it is none of these.
 pub fn event_time(tstamp: &RawValue) -> Option<OffsetDateTime> {
+    read_time(tstamp).map(|t| t.to_offset(UtcOffset::UTC)).filter(|t| (0..=9999).contains(&t.year()))
+}
+
+fn read_time(tstamp: &RawValue) -> Option<OffsetDateTime> {
     let raw = tstamp.get();
     let text = if raw.starts_with('"') { serde_json::from_str::<String>(raw).ok()? } else { raw.to_owned() };
     let text = text.trim();
     if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
-        return Some(t.to_offset(UtcOffset::UTC));
+        return Some(t);
     }
     let (value, whole) = match text.parse::<i64>() {
         Ok(n) => (n as f64, Some(i128::from(n))),

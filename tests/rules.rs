@@ -252,3 +252,16 @@ async fn a_body_that_stops_arriving_is_408() {
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(files(dir.path()).is_empty());
 }
+
+#[tokio::test]
+async fn a_tstamp_outside_years_0_to_9999_is_stored_with_a_null_event_time() {
+    // Found by the fuzzer: this used to panic while formatting the event time.
+    let (app, dir) = dir_app();
+    let reply = call(&app, webhook(br#"{"tstamp": "-0000090099641294", "event": "new"}"#)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let stored = files(dir.path());
+    let line: serde_json::Value = serde_json::from_slice(&stored[0].1).unwrap();
+    assert_eq!(line["event_time"], serde_json::Value::Null);
+    let today = time::OffsetDateTime::now_utc().date();
+    assert!(stored[0].0.starts_with(&format!("dt={today}/")), "the receive date: {}", stored[0].0);
+}
