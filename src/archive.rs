@@ -112,10 +112,6 @@ impl DirArchive {
         tempfile::NamedTempFile::new_in(&root)?;
         Ok(DirArchive { root })
     }
-
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
 }
 
 impl Archive for DirArchive {
