@@ -80,23 +80,42 @@ impl Record {
 /// The sender's JSON on one line: whitespace outside strings removed, everything else (key
 /// order, number text, escapes, unknown fields) byte for byte as sent. `json` must be valid JSON.
 pub fn compact_json(json: &str) -> String {
+    const WHITESPACE: [u8; 4] = [b' ', b'\t', b'\n', b'\r'];
+    let bytes = json.as_bytes();
     let mut out = String::with_capacity(json.len());
-    let (mut in_string, mut escaped) = (false, false);
-    for c in json.chars() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
+    let mut at = 0;
+    // Spans are cut only at ASCII bytes, so every slice below falls on a char boundary.
+    while at < bytes.len() {
+        let start = at;
+        if bytes[at] == b'"' {
+            // A string, through its closing quote; memchr jumps over the text between escapes.
+            at += 1;
+            loop {
+                match memchr::memchr2(b'"', b'\\', &bytes[at..]) {
+                    Some(found) if bytes[at + found] == b'\\' => {
+                        // The escaped byte is ASCII in valid JSON; step over it only then.
+                        let next = at + found + 1;
+                        at = if bytes.get(next).is_some_and(u8::is_ascii) { next + 1 } else { next };
+                    }
+                    Some(found) => {
+                        at += found + 1;
+                        break;
+                    }
+                    None => {
+                        at = bytes.len();
+                        break;
+                    }
+                }
             }
-        } else if matches!(c, ' ' | '\t' | '\n' | '\r') {
+        } else if WHITESPACE.contains(&bytes[at]) {
+            at += 1;
             continue;
-        } else if c == '"' {
-            in_string = true;
+        } else {
+            while at < bytes.len() && bytes[at] != b'"' && !WHITESPACE.contains(&bytes[at]) {
+                at += 1;
+            }
         }
-        out.push(c);
+        out.push_str(&json[start..at]);
     }
     out
 }

@@ -1,6 +1,6 @@
 //! Properties of the request → verdict → record path, on generated input.
 
-use mailhook::record::{Meta, Record};
+use mailhook::record::{Meta, Record, compact_json};
 use mailhook::webhook::parse_body;
 use proptest::prelude::*;
 use serde_json::Value;
@@ -97,5 +97,15 @@ proptest! {
             prop_assert_eq!(&line["data"], &sent);
             prop_assert!(body.len() >= stored_data(&record.line).len());
         }
+    }
+
+    /// The compactor is public and cut at byte offsets: no text, JSON or not, makes it panic, and
+    /// it only ever drops whitespace.
+    #[test]
+    fn compacting_any_text_never_panics(text in "(?s)[\"\\\\ \t\r\na-z{}\\[\\],:éд😀]{0,64}") {
+        let compact = compact_json(&text);
+        let kept: String = text.chars().filter(|c| !matches!(c, ' ' | '\t' | '\n' | '\r')).collect();
+        let dropped: String = compact.chars().filter(|c| !matches!(c, ' ' | '\t' | '\n' | '\r')).collect();
+        prop_assert_eq!(kept, dropped);
     }
 }
