@@ -50,6 +50,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--profile", default="release")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE added to both runs")
     args = parser.parse_args()
     subprocess.run(["cargo", "build", "--quiet", "--profile", args.profile, "--bin", "mailhook", "--example", "floor"], cwd=ROOT, check=True)
     out = ROOT / "target" / ("debug" if args.profile == "dev" else args.profile)
@@ -72,6 +73,7 @@ def main():
         "ACCOUNT_ID": "123456",
         "ARCHIVE_URI": "s3://example-bucket/mail/",
     }
+    lambda_env.update(item.split("=", 1) for item in args.env)
     results = {}
     for name, binary in [("floor", out / "examples/floor"), ("mailhook", out / "mailhook")]:
         measure(str(binary), lambda_env, 2)  # warm the page cache

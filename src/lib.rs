@@ -13,6 +13,7 @@ use std::sync::Arc;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 
 use crate::archive::{Archive, DirArchive, S3Archive};
 use crate::config::{ArchiveTarget, Config, Runtime};
@@ -56,7 +57,8 @@ pub async fn s3_client(config: &Config, loader: aws_config::ConfigLoader) -> aws
         .with_max_attempts(3)
         .with_initial_backoff(std::time::Duration::from_millis(100))
         .with_max_backoff(std::time::Duration::from_secs(1));
-    let shared = loader.timeout_config(timeouts).retry_config(retries).load().await;
+    let https = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
+    let shared = loader.http_client(https).timeout_config(timeouts).retry_config(retries).load().await;
     let s3 = aws_sdk_s3::config::Builder::from(&shared).force_path_style(config.s3_force_path_style).build();
     aws_sdk_s3::Client::from_conf(s3)
 }
