@@ -144,6 +144,24 @@ impl Config {
             }
         };
 
+        // Read by the TLS stack (rustls-native-certs) when the S3 client is built: one bundle instead
+        // of the default bundle plus every file of the certificate directory. A wrong path would
+        // leave no trusted roots and fail every write, so it is checked here instead.
+        if let (Some(path), ArchiveTarget::S3 { .. }) = (get("SSL_CERT_FILE"), &archive) {
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_file() => {}
+                Ok(_) => {
+                    return Err(bad("SSL_CERT_FILE", format!("{path} is not a file: it must name a PEM CA bundle")));
+                }
+                Err(e) => {
+                    return Err(bad(
+                        "SSL_CERT_FILE",
+                        format!("{path} cannot be read ({e}): it must name a PEM CA bundle"),
+                    ));
+                }
+            }
+        }
+
         Ok(Config { tokens, account_id, archive, max_body_bytes, store_timeout, s3_force_path_style, runtime })
     }
 }
@@ -192,6 +210,17 @@ mod tests {
         assert_eq!(c.store_timeout, Duration::from_secs(5));
         assert_eq!(c.account_id, None);
         assert!(!c.s3_force_path_style);
+    }
+
+    #[test]
+    fn ssl_cert_file_must_exist_when_writing_to_s3() {
+        let s3 = [("WEBHOOK_TOKENS", "t"), ("ARCHIVE_URI", "s3://bucket-a/p/")];
+        assert_eq!(failing_var(&[s3[0], s3[1], ("SSL_CERT_FILE", "/nonexistent/ca.pem")]), "SSL_CERT_FILE");
+        assert_eq!(failing_var(&[s3[0], s3[1], ("SSL_CERT_FILE", "/")]), "SSL_CERT_FILE");
+        let bundle = tempfile::NamedTempFile::new().unwrap();
+        assert!(load(&[s3[0], s3[1], ("SSL_CERT_FILE", bundle.path().to_str().unwrap())]).is_ok());
+        // A local directory archive makes no TLS connection, so the variable is not its business.
+        assert!(load(&[s3[0], ("SSL_CERT_FILE", "/nonexistent/ca.pem")]).is_ok());
     }
 
     #[test]

@@ -296,6 +296,14 @@ fn bad_configuration_stops_start_up_with_one_line_naming_the_variable() {
         (vec![("ARCHIVE_URI", "/tmp/x".to_owned())], "WEBHOOK_TOKENS"),
         (vec![("WEBHOOK_TOKENS", "t".to_owned()), ("MAX_BODY_BYTES", "lots".to_owned())], "MAX_BODY_BYTES"),
         (vec![("WEBHOOK_TOKENS", "t".to_owned()), ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9".to_owned())], "ARCHIVE_URI"),
+        (
+            vec![
+                ("WEBHOOK_TOKENS", "t".to_owned()),
+                ("ARCHIVE_URI", "s3://bucket-a/mail/".to_owned()),
+                ("SSL_CERT_FILE", "/nonexistent/ca-bundle.crt".to_owned()),
+            ],
+            "SSL_CERT_FILE",
+        ),
     ] {
         let mut run = Running::start(&vars);
         let status = run.child.wait().unwrap();

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import urllib.request
 from pathlib import Path
 
@@ -123,6 +124,12 @@ def main():
     check(function["MemorySize"] == 128 and function["Handler"] == "bootstrap", "128 MB, bootstrap")
     store_ms = int(function["Environment"]["Variables"]["STORE_TIMEOUT_MS"])
     check(function["Timeout"] * 1000 > store_ms, f"timeout {function['Timeout']} s above the store budget {store_ms} ms")
+    deploy = tomllib.loads((ROOT / "Cargo.toml").read_text())["package"]["metadata"]["lambda"]["deploy"]
+    env = function["Environment"]["Variables"]
+    check(env.get("SSL_CERT_FILE") == deploy["env"].get("SSL_CERT_FILE") == "/etc/pki/tls/certs/ca-bundle.crt",
+          "SSL_CERT_FILE names Amazon Linux 2023's CA bundle, in the template and for cargo lambda deploy")
+    check(env["STORE_TIMEOUT_MS"] == deploy["env"]["STORE_TIMEOUT_MS"] and function["Timeout"] == deploy["timeout"]
+          and function["MemorySize"] == deploy["memory"], "template and cargo lambda deploy agree on budget, timeout, memory")
     check(function["FunctionUrlConfig"]["AuthType"] == "NONE", "function URL, token as the authentication")
     check(function["LoggingConfig"]["LogFormat"] == "JSON", "JSON logs")
     check("RetentionInDays" in resources["MailhookLogGroup"]["Properties"], "log retention")
