@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check mailhook has, from a fresh clone: cargo test, cfn-lint, the template and README
 # SQL checks, the end-to-end run through cargo lambda with moto_server and DuckDB, the bounded load
-# run, a bounded fuzz run, cargo deny, and sam build. The first run installs the Python-packaged
+# run, a bounded fuzz run, a smoke run of the benchmarks, cargo deny, and sam build. The first run installs the Python-packaged
 # tools (tests/requirements.txt) into .venv, and cargo-fuzz and cargo-deny with cargo install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,14 @@ if ! cmp -s tests/requirements.txt .venv/.installed 2>/dev/null; then
   cp tests/requirements.txt .venv/.installed
 fi
 export PATH="$PWD/.venv/bin:$HOME/.cargo/bin:$PATH"
+
+# wrk and php-cli for the benchmark smoke run (bench/run skips those stages, saying so, without them).
+if ! { command -v wrk && command -v php; } >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "== installing wrk and php-cli"
+  apt-get install -y -qq wrk php-cli >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk php-cli >/dev/null 2>&1; } ||
+    echo "could not install wrk and php-cli; the benchmark smoke run will skip the load stages"
+fi
 export SAM_CLI_TELEMETRY=0
 
 steps=0
@@ -35,6 +43,10 @@ python tests/load.py --json target/load-results.json
 
 step "fuzz for ${FUZZ_SECONDS:-60} s (tests/fuzz.sh)"
 tests/fuzz.sh
+
+step "benchmarks, smoke run: every stage briefly on debug builds (bench/run --smoke)"
+bench/run --smoke
+sed -n '/^## 2/,/^## 3/p' target/bench-smoke/BENCHMARKS.md
 
 step "cargo deny: licences, bans, sources"
 command -v cargo-deny >/dev/null || cargo install cargo-deny --locked --version 0.20.2
