@@ -3,8 +3,7 @@
 use std::future::Future;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
@@ -100,14 +99,25 @@ impl Archive for S3Archive {
 
 /// A local directory with the same key layout. Each line is written to a hidden temporary file,
 /// then linked under its final name, which fails if the name exists: a reader never sees a
-/// half-written file, and two concurrent copies leave one. The answer waits until a `syncfs` that
-/// began after the link has finished (group commit: one sync serves every write waiting for it),
-/// so what is acknowledged is on disk, at one journal commit per batch instead of two per event.
+/// half-written file, and two concurrent copies leave one. One writer thread does the writing and
+/// commits in groups: it takes every write waiting, does them, then one `syncfs` for the batch, and
+/// only then are their answers released. What is acknowledged is on disk, at one journal commit
+/// per batch instead of two `fsync`s per event.
 #[derive(Debug, Clone)]
 pub struct DirArchive {
     root: PathBuf,
-    sync: Arc<GroupSync>,
+    jobs: mpsc::Sender<Job>,
 }
+
+#[derive(Debug)]
+struct Job {
+    path: PathBuf,
+    line: Bytes,
+    done: tokio::sync::oneshot::Sender<io::Result<Stored>>,
+}
+
+/// How the writer makes a batch durable: `syncfs` in production; tests count and fail it.
+pub type SyncFn = fn(&std::fs::File) -> io::Result<()>;
 
 impl DirArchive {
     /// Creates the directory if needed and checks that it is writable, so a bad path fails at start-up.
@@ -115,30 +125,47 @@ impl DirArchive {
         Self::open_with(root, |dir| rustix::fs::syncfs(dir).map_err(io::Error::from))
     }
 
-    /// As `open`, with `sync` in place of `syncfs` (tests count and fail syncs with it).
-    pub fn open_with(root: impl Into<PathBuf>, sync: fn(&std::fs::File) -> io::Result<()>) -> io::Result<Self> {
+    /// As `open`, with `sync` in place of `syncfs`.
+    pub fn open_with(root: impl Into<PathBuf>, sync: SyncFn) -> io::Result<Self> {
         let root = root.into();
         std::fs::create_dir_all(&root)?;
         tempfile::NamedTempFile::new_in(&root)?;
         let dir = std::fs::File::open(&root)?;
-        Ok(DirArchive { root, sync: Arc::new(GroupSync::new(dir, sync)) })
+        let (jobs, queue) = mpsc::channel();
+        std::thread::Builder::new().name("mailhook-archive".into()).spawn(move || write_batches(&queue, &dir, sync))?;
+        Ok(DirArchive { root, jobs })
     }
 }
 
 impl Archive for DirArchive {
     async fn put_new(&self, key: &str, line: Bytes) -> Result<Stored, ArchiveError> {
         let path = self.root.join(key);
-        let target = path.clone();
-        let stored = tokio::task::spawn_blocking(move || write_new(&target, &line))
-            .await
-            .map_err(io::Error::other)
-            .and_then(|r| r);
-        // A file found already present may still be waiting for its own sync: wait either way.
-        let durable = match stored {
-            Ok(stored) => self.sync.durable(self.sync.ticket()).await.map(|()| stored),
-            Err(e) => Err(e),
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let stopped = || io::Error::other("the archive writer has stopped");
+        let result = match self.jobs.send(Job { path: path.clone(), line, done }) {
+            Ok(()) => answer.await.unwrap_or_else(|_| Err(stopped())),
+            Err(_) => Err(stopped()),
         };
-        durable.map_err(|source| ArchiveError::Io { path, source })
+        result.map_err(|source| ArchiveError::Io { path, source })
+    }
+}
+
+/// The writer thread: runs until every `DirArchive` handle is gone.
+fn write_batches(queue: &mpsc::Receiver<Job>, dir: &std::fs::File, sync: SyncFn) {
+    while let Ok(first) = queue.recv() {
+        let batch: Vec<Job> = std::iter::once(first).chain(queue.try_iter()).collect();
+        let written: Vec<_> = batch.into_iter().map(|job| (write_new(&job.path, &job.line), job)).collect();
+        // A file found already present may still be waiting for this very sync: it counts too.
+        let synced = if written.iter().any(|(r, _)| r.is_ok()) { sync(dir) } else { Ok(()) };
+        for (result, job) in written {
+            let result = match (&synced, result) {
+                (Ok(()), result) => result,
+                (Err(e), Ok(_)) => Err(io::Error::new(e.kind(), format!("syncing the archive: {e}"))),
+                (Err(_), Err(e)) => Err(e),
+            };
+            // The request may have timed out and gone; the line is stored either way.
+            let _ = job.done.send(result);
+        }
     }
 }
 
@@ -157,69 +184,10 @@ fn write_new(path: &Path, line: &[u8]) -> io::Result<Stored> {
     }
 }
 
-/// Group commit for the directory archive. Every finished write takes a ticket; a ticket is
-/// durable once a sync that started after it was taken has succeeded. One caller at a time runs
-/// the sync, for every ticket taken so far; the others wait for it and then look again.
-struct GroupSync {
-    dir: std::fs::File,
-    sync: fn(&std::fs::File) -> io::Result<()>,
-    tickets: AtomicU64,
-    leader: tokio::sync::Mutex<()>,
-    /// The highest ticket known durable; every finished sync, good or bad, notifies.
-    synced: tokio::sync::watch::Sender<u64>,
-}
-
-impl std::fmt::Debug for GroupSync {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupSync").field("synced", &*self.synced.borrow()).finish_non_exhaustive()
-    }
-}
-
-impl GroupSync {
-    fn new(dir: std::fs::File, sync: fn(&std::fs::File) -> io::Result<()>) -> Self {
-        let (synced, _) = tokio::sync::watch::channel(0);
-        GroupSync { dir, sync, tickets: AtomicU64::new(0), leader: tokio::sync::Mutex::new(()), synced }
-    }
-
-    fn ticket(&self) -> u64 {
-        self.tickets.fetch_add(1, Ordering::SeqCst) + 1
-    }
-
-    async fn durable(&self, ticket: u64) -> io::Result<()> {
-        let mut synced = self.synced.subscribe();
-        loop {
-            if *synced.borrow_and_update() >= ticket {
-                return Ok(());
-            }
-            if let Ok(_leading) = self.leader.try_lock() {
-                if *self.synced.borrow() >= ticket {
-                    return Ok(());
-                }
-                // Every ticket up to here was taken after its write was linked.
-                let covered = self.tickets.load(Ordering::SeqCst);
-                let (dir, sync) = (self.dir.try_clone()?, self.sync);
-                let result = tokio::task::spawn_blocking(move || sync(&dir)).await.map_err(io::Error::other);
-                match result.and_then(|r| r) {
-                    Ok(()) => {
-                        self.synced.send_modify(|s| *s = (*s).max(covered));
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        // Wake the waiters so that they try for themselves.
-                        self.synced.send_modify(|_| {});
-                        return Err(e);
-                    }
-                }
-            }
-            // Another caller is syncing: wait until it finishes, then look again.
-            synced.changed().await.map_err(io::Error::other)?;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     #[tokio::test]
     async fn dir_archive_creates_once() {
