@@ -34,13 +34,19 @@ pub struct Record {
     pub event: Option<String>,
 }
 
-/// The stored line. The first five fields are the provider's reference receiver's, in its order.
+/// The stored line is `{ts, ip, ua, data, webhook_id, request_id, event, mailbox, event_time,
+/// flags}`: the provider's reference receiver's five fields first, in its order. serde writes the
+/// fields before and after `data`, and the compacted body goes between them as it is, because
+/// wrapping it in a `RawValue` would parse the body once more (3.6 µs for a 20 KB snippet).
 #[derive(Serialize)]
-struct Line<'a> {
+struct BeforeData<'a> {
     ts: String,
     ip: Option<&'a str>,
     ua: Option<&'a str>,
-    data: &'a RawValue,
+}
+
+#[derive(Serialize)]
+struct AfterData<'a> {
     webhook_id: Option<&'a str>,
     request_id: &'a str,
     event: Option<&'a str>,
@@ -58,12 +64,12 @@ impl Record {
         let mailbox = event.mailbox.and_then(text);
 
         let key = format!("{prefix}dt={}/{}.jsonl", partition_date(event_time, received), content_name(&data));
-        let data = RawValue::from_string(data).expect("compacting a valid JSON text keeps it valid JSON");
-        let line = Line {
+        let before = BeforeData {
             ts: rfc3339(received.replace_nanosecond(received.millisecond() as u32 * 1_000_000).unwrap_or(received)),
             ip: meta.ip.as_deref(),
             ua: meta.ua.as_deref(),
-            data: &data,
+        };
+        let after = AfterData {
             webhook_id: meta.webhook_id.as_deref(),
             request_id: &meta.request_id,
             event: kind.as_deref(),
@@ -71,9 +77,17 @@ impl Record {
             event_time: event_time.map(rfc3339),
             flags: event.flags.and_then(flag_list),
         };
-        let mut bytes = serde_json::to_vec(&line).expect("a line of strings and valid JSON always serialises");
-        bytes.push(b'\n');
-        Record { key, line: Bytes::from(bytes), event: kind }
+        const SERIALISES: &str = "a struct of strings always serialises";
+        let after = serde_json::to_vec(&after).expect(SERIALISES);
+        let mut line = Vec::with_capacity(data.len() + after.len() + 128);
+        serde_json::to_writer(&mut line, &before).expect(SERIALISES);
+        line.pop(); // the closing brace: `data` and the rest follow
+        line.extend_from_slice(b",\"data\":");
+        line.extend_from_slice(data.as_bytes());
+        line.push(b',');
+        line.extend_from_slice(&after[1..]); // after its opening brace
+        line.push(b'\n');
+        Record { key, line: Bytes::from(line), event: kind }
     }
 }
 
