@@ -99,10 +99,10 @@ impl Archive for S3Archive {
 
 /// A local directory with the same key layout. Each line is written to a hidden temporary file,
 /// then linked under its final name, which fails if the name exists: a reader never sees a
-/// half-written file, and two concurrent copies leave one. One writer thread does the writing and
-/// commits in groups: it takes every write waiting, does them, then one `syncfs` for the batch, and
-/// only then are their answers released. What is acknowledged is on disk, at one journal commit
-/// per batch instead of two `fsync`s per event.
+/// half-written file, and two concurrent copies leave one. Commits are grouped: a writer thread
+/// writes whatever is waiting, and a sync thread runs one `syncfs` for everything written by the
+/// time it starts, and only then releases those answers. What is acknowledged is on disk, at one
+/// journal commit per batch instead of two `fsync`s per event, and writing goes on during a sync.
 #[derive(Debug, Clone)]
 pub struct DirArchive {
     root: PathBuf,
@@ -132,7 +132,10 @@ impl DirArchive {
         tempfile::NamedTempFile::new_in(&root)?;
         let dir = std::fs::File::open(&root)?;
         let (jobs, queue) = mpsc::channel();
-        std::thread::Builder::new().name("mailhook-archive".into()).spawn(move || write_batches(&queue, &dir, sync))?;
+        let (written, to_sync) = mpsc::channel();
+        let thread = |name: &str| std::thread::Builder::new().name(format!("mailhook-{name}"));
+        thread("write").spawn(move || write_batches(&queue, &written))?;
+        thread("sync").spawn(move || sync_batches(&to_sync, &dir, sync))?;
         Ok(DirArchive { root, jobs })
     }
 }
@@ -150,14 +153,27 @@ impl Archive for DirArchive {
     }
 }
 
-/// The writer thread: runs until every `DirArchive` handle is gone.
-fn write_batches(queue: &mpsc::Receiver<Job>, dir: &std::fs::File, sync: SyncFn) {
+/// The writer thread: runs until every `DirArchive` handle is gone. It writes whatever is waiting
+/// and passes each batch on to the sync thread, so writing goes on while a sync runs.
+fn write_batches(queue: &mpsc::Receiver<Job>, written: &mpsc::Sender<Vec<Written>>) {
     while let Ok(first) = queue.recv() {
-        let batch: Vec<Job> = std::iter::once(first).chain(queue.try_iter()).collect();
-        let written: Vec<_> = batch.into_iter().map(|job| (write_new(&job.path, &job.line), job)).collect();
+        let batch = std::iter::once(first).chain(queue.try_iter());
+        let batch: Vec<Written> = batch.map(|job| (write_new(&job.path, &job.line), job)).collect();
+        if written.send(batch).is_err() {
+            return;
+        }
+    }
+}
+
+type Written = (io::Result<Stored>, Job);
+
+/// The sync thread: one sync for every batch written by the time it starts, then the answers.
+fn sync_batches(written: &mpsc::Receiver<Vec<Written>>, dir: &std::fs::File, sync: SyncFn) {
+    while let Ok(first) = written.recv() {
+        let jobs: Vec<Written> = std::iter::once(first).chain(written.try_iter()).flatten().collect();
         // A file found already present may still be waiting for this very sync: it counts too.
-        let synced = if written.iter().any(|(r, _)| r.is_ok()) { sync(dir) } else { Ok(()) };
-        for (result, job) in written {
+        let synced = if jobs.iter().any(|(r, _)| r.is_ok()) { sync(dir) } else { Ok(()) };
+        for (result, job) in jobs {
             let result = match (&synced, result) {
                 (Ok(()), result) => result,
                 (Err(e), Ok(_)) => Err(io::Error::new(e.kind(), format!("syncing the archive: {e}"))),
