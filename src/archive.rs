@@ -117,7 +117,7 @@ struct Job {
 }
 
 /// How the writer makes a batch durable: `syncfs` in production; tests count and fail it.
-pub type SyncFn = fn(&std::fs::File) -> io::Result<()>;
+pub(crate) type SyncFn = fn(&std::fs::File) -> io::Result<()>;
 
 impl DirArchive {
     /// Creates the directory if needed and checks that it is writable, so a bad path fails at start-up.
@@ -126,7 +126,7 @@ impl DirArchive {
     }
 
     /// As `open`, with `sync` in place of `syncfs`.
-    pub fn open_with(root: impl Into<PathBuf>, sync: SyncFn) -> io::Result<Self> {
+    pub(crate) fn open_with(root: impl Into<PathBuf>, sync: SyncFn) -> io::Result<Self> {
         let root = root.into();
         std::fs::create_dir_all(&root)?;
         tempfile::NamedTempFile::new_in(&root)?;
