@@ -27,6 +27,8 @@ pub struct Config {
     pub s3_force_path_style: bool,
     /// `AWS_LAMBDA_RUNTIME_API` (set by Lambda) or `LISTEN_ADDR`: how requests arrive.
     pub runtime: Runtime,
+    /// `MAX_CONNECTIONS`: how many connections the local server holds open at once.
+    pub max_connections: usize,
 }
 
 /// Where the archive lives.
@@ -135,6 +137,14 @@ impl Config {
             },
         };
 
+        let max_connections = match get("MAX_CONNECTIONS") {
+            None => 1024,
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (1..=65_536).contains(&n) => n,
+                _ => return Err(bad("MAX_CONNECTIONS", format!("must be a whole number from 1 to 65536, got {v:?}"))),
+            },
+        };
+
         let s3_force_path_style = match get("S3_FORCE_PATH_STYLE").as_deref().map(str::trim) {
             None => false,
             Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
@@ -162,7 +172,16 @@ impl Config {
             }
         }
 
-        Ok(Config { tokens, account_id, archive, max_body_bytes, store_timeout, s3_force_path_style, runtime })
+        Ok(Config {
+            tokens,
+            account_id,
+            archive,
+            max_body_bytes,
+            store_timeout,
+            s3_force_path_style,
+            runtime,
+            max_connections,
+        })
     }
 }
 
@@ -210,6 +229,7 @@ mod tests {
         assert_eq!(c.store_timeout, Duration::from_secs(5));
         assert_eq!(c.account_id, None);
         assert!(!c.s3_force_path_style);
+        assert_eq!(c.max_connections, 1024);
     }
 
     #[test]
@@ -261,6 +281,8 @@ mod tests {
         assert_eq!(with("MAX_BODY_BYTES", "1MB"), "MAX_BODY_BYTES");
         assert_eq!(with("MAX_BODY_BYTES", "7000000"), "MAX_BODY_BYTES");
         assert_eq!(with("STORE_TIMEOUT_MS", "10"), "STORE_TIMEOUT_MS");
+        assert_eq!(with("MAX_CONNECTIONS", "0"), "MAX_CONNECTIONS");
+        assert_eq!(with("MAX_CONNECTIONS", "many"), "MAX_CONNECTIONS");
         assert_eq!(with("S3_FORCE_PATH_STYLE", "yes please"), "S3_FORCE_PATH_STYLE");
         assert_eq!(with("LISTEN_ADDR", "localhost"), "LISTEN_ADDR");
         assert_eq!(with("ACCOUNT_ID", "12\n34"), "ACCOUNT_ID");

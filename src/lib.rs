@@ -9,6 +9,7 @@ pub mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
@@ -22,7 +23,14 @@ use crate::http::AppState;
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// A local client that has not sent its whole body by then gets 408 and its connection back.
-const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A local connection that has not sent a whole request head by then is closed. hyper runs the
+/// same timer while a kept-alive connection waits for its next request, so it is the idle timeout too.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// On SIGTERM, how long requests in flight may take to finish before the server stops anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// File descriptors kept for the archive, the listener and the S3 client beside the connections.
+const SPARE_FILES: u64 = 64;
 
 /// Builds the archive the configuration names and serves until the runtime stops.
 pub async fn run(config: Config) -> Result<(), Error> {
@@ -64,7 +72,7 @@ pub async fn s3_client(config: &Config, loader: aws_config::ConfigLoader) -> aws
 }
 
 async fn serve<A: Archive>(config: Config, archive: A, prefix: String) -> Result<(), Error> {
-    let state = AppState {
+    let state = Arc::new(AppState {
         tokens: config.tokens,
         account_id: config.account_id,
         max_body_bytes: config.max_body_bytes,
@@ -72,19 +80,84 @@ async fn serve<A: Archive>(config: Config, archive: A, prefix: String) -> Result
         body_timeout: BODY_TIMEOUT,
         prefix,
         archive,
-    };
-    let app = http::router(Arc::new(state));
-    match config.runtime {
+    });
+    let app = http::router(state.clone());
+    let served = match config.runtime {
         Runtime::Lambda => lambda_http::run(app).await,
-        Runtime::Http(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("LISTEN_ADDR {addr}: {e}"))?;
-            tracing::info!(addr = %listener.local_addr()?, "listening");
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(shutdown_signal())
-                .await?;
-            Ok(())
-        }
+        Runtime::Http(addr) => serve_http(addr, config.max_connections, app).await,
+    };
+    state.archive.close().await;
+    served
+}
+
+/// The local HTTP/1 server: at most `max_connections` at once (more wait in the listen
+/// backlog), each closed if it sends no whole request head within `HEADER_TIMEOUT`, whether new
+/// or kept alive. On SIGTERM or Ctrl-C it stops accepting, lets requests in flight finish for up
+/// to `DRAIN_TIMEOUT`, and returns.
+async fn serve_http(addr: SocketAddr, max_connections: usize, app: axum::Router) -> Result<(), Error> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+
+    let open_files = raise_open_file_limit();
+    if max_connections as u64 + SPARE_FILES > open_files {
+        return Err(format!(
+            "configuration error: MAX_CONNECTIONS {max_connections} needs {} open files, but the limit (ulimit -n) is \
+             {open_files}: lower MAX_CONNECTIONS or raise the limit",
+            max_connections as u64 + SPARE_FILES
+        )
+        .into());
     }
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("LISTEN_ADDR {addr}: {e}"))?;
+    tracing::info!(addr = %listener.local_addr()?, max_connections, "listening");
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut stop = std::pin::pin!(shutdown_signal());
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = &mut stop => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before it was accepted: go on.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            tower_service::Service::call(&mut app.clone(), request)
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    tracing::info!(connections = graceful.count(), "stopping: draining requests in flight");
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+        tracing::warn!(timeout = ?DRAIN_TIMEOUT, "stopping with connections still open");
+    }
+    Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit, as servers do, and returns it.
+fn raise_open_file_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
 async fn shutdown_signal() {

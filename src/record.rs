@@ -35,7 +35,8 @@ pub struct Record {
 }
 
 /// The stored line is `{ts, ip, ua, data, webhook_id, request_id, event, mailbox, event_time,
-/// flags}`: the provider's reference receiver's five fields first, in its order. serde writes the
+/// flags, id}`: the provider's reference receiver's five fields first, in its order, and last the
+/// content hash that also names the event's key. serde writes the
 /// fields before and after `data`, and the compacted body goes between them as it is, because
 /// wrapping it in a `RawValue` would parse the body once more (3.6 µs for a 20 KB snippet).
 #[derive(Serialize)]
@@ -53,6 +54,7 @@ struct AfterData<'a> {
     mailbox: Option<&'a str>,
     event_time: Option<String>,
     flags: Option<Vec<String>>,
+    id: &'a str,
 }
 
 impl Record {
@@ -63,7 +65,8 @@ impl Record {
         let kind = event.event.and_then(text);
         let mailbox = event.mailbox.and_then(text);
 
-        let key = format!("{prefix}dt={}/{}.jsonl", partition_date(event_time, received), content_name(&data));
+        let id = hex(&content_id(data.as_bytes()));
+        let key = format!("{prefix}dt={}/{id}.jsonl", partition_date(event_time, received));
         let before = BeforeData {
             ts: rfc3339(received.replace_nanosecond(received.millisecond() as u32 * 1_000_000).unwrap_or(received)),
             ip: meta.ip.as_deref(),
@@ -76,13 +79,14 @@ impl Record {
             mailbox: mailbox.as_deref(),
             event_time: event_time.map(rfc3339),
             flags: event.flags.and_then(flag_list),
+            id: &id,
         };
         const SERIALISES: &str = "a struct of strings always serialises";
         let after = serde_json::to_vec(&after).expect(SERIALISES);
         let mut line = Vec::with_capacity(data.len() + after.len() + 128);
         serde_json::to_writer(&mut line, &before).expect(SERIALISES);
         line.pop(); // the closing brace: `data` and the rest follow
-        line.extend_from_slice(b",\"data\":");
+        line.extend_from_slice(DATA_FIELD);
         line.extend_from_slice(data.as_bytes());
         line.push(b',');
         line.extend_from_slice(&after[1..]); // after its opening brace
@@ -134,11 +138,55 @@ pub fn compact_json(json: &str) -> String {
     out
 }
 
-/// The object name: a hash of the compacted JSON, so a resend, pretty-printed or not, lands on
-/// the same key and is stored once.
-fn content_name(compact: &str) -> String {
-    let hash = Sha256::digest(compact.as_bytes());
-    hash[..16].iter().map(|b| format!("{b:02x}")).collect()
+/// What comes before `data` in a line (`ts`, `ip` and `ua` are strings, so this is its first
+/// occurrence) and what follows it (the last occurrence: the fields after `data` are strings).
+const DATA_FIELD: &[u8] = b",\"data\":";
+const AFTER_DATA: &[u8] = b",\"webhook_id\":";
+/// The end of every line: `,"id":"<32 hex digits>"}`.
+const ID_FIELD: &[u8] = b",\"id\":\"";
+const ID_HEX: usize = 32;
+
+/// The event's id: the first 16 bytes of a SHA-256 of the compacted JSON, so a resend,
+/// pretty-printed or not, gets the same id and key, and is stored once.
+pub fn content_id(compact: &[u8]) -> [u8; 16] {
+    Sha256::digest(compact)[..16].try_into().expect("SHA-256 is 32 bytes")
+}
+
+/// The id as the 32 lowercase hex digits that name the key and end the line.
+pub fn hex(id: &[u8; 16]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The id that 32 lowercase hex digits spell, as in a key's file name.
+pub fn parse_hex(text: &[u8]) -> Option<[u8; 16]> {
+    fn digit(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    if text.len() != ID_HEX {
+        return None;
+    }
+    let mut id = [0; 16];
+    for (byte, pair) in id.iter_mut().zip(text.chunks_exact(2)) {
+        *byte = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(id)
+}
+
+/// The id of a stored line (without its newline), if the line is whole: it ends with its id, and
+/// its `data` hashes to that id. A line cut short, or overwritten by a crash, fails the hash, so
+/// this is the check that recovers a segment after a power loss.
+pub fn verify_line(line: &[u8]) -> Option<[u8; 16]> {
+    let body = line.strip_suffix(b"\"}")?;
+    let (head, id) = body.split_at_checked(body.len().checked_sub(ID_HEX)?)?;
+    let id = parse_hex(id)?;
+    let head = head.strip_suffix(ID_FIELD)?;
+    let start = memchr::memmem::find(head, DATA_FIELD)? + DATA_FIELD.len();
+    let end = memchr::memmem::rfind(head, AFTER_DATA)?;
+    (start <= end && content_id(&head[start..end]) == id).then_some(id)
 }
 
 /// The partition: the event's own date, so that a resend lands beside the first try; the receive
@@ -297,13 +345,33 @@ mod tests {
                 r#"{"ts":"2025-11-26T16:46:13.123Z","ip":"203.0.113.9","ua":"adm.tools mail webhook","#,
                 r#""data":{"mailbox":"info@example.com","uid":18446744073709551617,"tstamp":"1764175572","event":"flags-set","folder":"INBOX","flags":["\\Seen","\\Deleted"],"z_unknown":{"k":1.0}},"#,
                 r#""webhook_id":null,"request_id":"req-1","event":"flags-set","mailbox":"info@example.com","event_time":"2025-11-26T16:46:12Z","#,
-                r#""flags":["\\Seen","\\Deleted"]}"#,
+                r#""flags":["\\Seen","\\Deleted"],"id":"187f7d499961951ee1c240263b7a8ea0"}"#,
                 "\n"
             )
         );
-        assert!(r.key.starts_with("mail/dt=2025-11-26/") && r.key.ends_with(".jsonl"), "{}", r.key);
+        assert_eq!(r.key, "mail/dt=2025-11-26/187f7d499961951ee1c240263b7a8ea0.jsonl");
         assert_eq!(r.key.len(), "mail/dt=2025-11-26/".len() + 32 + ".jsonl".len());
         assert_eq!(r.event.as_deref(), Some("flags-set"));
+    }
+
+    #[test]
+    fn a_whole_line_verifies_and_a_damaged_one_does_not() {
+        // `data` holds the very field names the check looks for, as keys and inside strings.
+        let body = r#"{"mailbox":"m@x","event":"new","n":{"data":1,"webhook_id":2,"id":"3"},"s":",\"data\":"}"#;
+        let r = record(body, datetime!(2025-11-26 16:50 UTC));
+        let line = &r.line[..r.line.len() - 1];
+        let id = verify_line(line).expect("a stored line verifies");
+        assert!(r.key.contains(&hex(&id)), "{}", r.key);
+        for cut in 0..line.len() {
+            assert_eq!(verify_line(&line[..cut]), None, "cut at {cut}");
+        }
+        let mut changed = line.to_vec();
+        let at = memchr::memmem::find(&changed, b"m@x").unwrap();
+        changed[at] = b'n';
+        assert_eq!(verify_line(&changed), None, "a changed byte in data");
+        assert_eq!(parse_hex(hex(&id).as_bytes()), Some(id));
+        assert_eq!(parse_hex(b"0123"), None);
+        assert_eq!(parse_hex(&[b'A'; 32]), None);
     }
 
     #[test]

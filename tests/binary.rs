@@ -244,9 +244,9 @@ async fn local_server_stores_into_a_directory() {
     assert_eq!(status, 200, "{reply}");
     assert!(reply.ends_with("{\"ok\":true}"), "{reply}");
 
-    let stored = files(&dir.path().join("archive"));
-    assert_eq!(stored.len(), 1, "{stored:?}");
-    let line: serde_json::Value = serde_json::from_slice(&stored[0].1).unwrap();
+    let lines = stored(&dir.path().join("archive"));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line: serde_json::Value = serde_json::from_slice(&lines[0].1).unwrap();
     assert_eq!(line["ip"], "127.0.0.1", "the peer address");
     assert_eq!(line["ua"], "adm.tools mail webhook");
     assert_eq!(line["webhook_id"], serde_json::Value::Null);
@@ -271,7 +271,7 @@ async fn local_server_stores_into_a_directory() {
     let mut reply = String::new();
     stream.read_to_string(&mut reply).await.unwrap();
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    assert_eq!(files(&dir.path().join("archive")).len(), 4);
+    assert_eq!(stored(&dir.path().join("archive")).len(), 4);
 
     // Wrong tokens and bad bodies are logged by reason, never by content, even at debug.
     let post = |token: &str, body: &str| {

@@ -208,7 +208,7 @@ async fn every_hostile_request_gets_its_exact_status_and_stores_nothing() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
-    assert!(files(dir.path()).is_empty(), "nothing is stored: {:?}", files(dir.path()));
+    assert!(stored(dir.path()).is_empty(), "nothing is stored: {:?}", stored(dir.path()));
 }
 
 #[tokio::test]
@@ -216,5 +216,5 @@ async fn a_body_exactly_at_the_limit_is_stored() {
     let (app, dir) = dir_app();
     let at_limit = format!("{EVENT}{}", " ".repeat(1024 * 1024 - EVENT.len()));
     assert_eq!(call(&app, with_token(at_limit)).await.status, 200);
-    assert_eq!(files(dir.path()).len(), 1);
+    assert_eq!(stored(dir.path()).len(), 1);
 }

@@ -121,6 +121,51 @@ pub fn files(root: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// The key a stored line belongs under, by the partition rule worked out from its own fields:
+/// the event's date when it is at most 30 days before and one day after the receive time, the
+/// receive date otherwise. The samples are dated 2026-11-26, so which applies depends on the day
+/// the tests run, and this holds on any day.
+pub fn expected_key(prefix: &str, line: &serde_json::Value) -> String {
+    use time::format_description::well_known::Rfc3339;
+    let time = |field: &str| line[field].as_str().and_then(|t| time::OffsetDateTime::parse(t, &Rfc3339).ok());
+    let received = time("ts").expect("every line has its receive time");
+    let dt = match time("event_time") {
+        Some(t) if t >= received - time::Duration::days(30) && t <= received + time::Duration::days(1) => t.date(),
+        _ => received.date(),
+    };
+    format!("{prefix}dt={dt}/{}.jsonl", line["id"].as_str().expect("every line has its id"))
+}
+
+/// What a directory archive holds, as (key, line) sorted by key: each line of its segments (a
+/// live segment in place of its published snapshot) keyed `<partition>/<id>.jsonl` as in S3, and
+/// each per-event file of older versions by its name. A line missing its newline is kept as it is,
+/// so an assertion on the bytes catches it.
+pub fn stored(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (path, bytes) in files(root) {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", &path));
+        let stem = name.strip_prefix('.').unwrap_or(name);
+        let Some(stem) = stem.strip_suffix(".jsonl").or_else(|| stem.strip_suffix(".jsonl.live")) else {
+            continue; // the lock file and half-copied snapshots
+        };
+        if !name.starts_with('.') && root.join(dir).join(format!(".{name}.live")).exists() {
+            continue; // a snapshot of the live segment read below
+        }
+        if stem.len() == 32 && stem.bytes().all(|b| b.is_ascii_hexdigit()) {
+            out.push((path, bytes));
+            continue;
+        }
+        for line in bytes.split_inclusive(|&b| b == b'\n') {
+            let id = serde_json::from_slice::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["id"].as_str().map(str::to_owned));
+            out.push((format!("{dir}/{}.jsonl", id.unwrap_or_else(|| "unreadable".into())), line.to_vec()));
+        }
+    }
+    out.sort();
+    out
+}
+
 /// An S3-compatible server (s3s-fs) on a loopback port, storing under `root`, with `BUCKET` made.
 pub async fn s3_server(root: &Path) -> SocketAddr {
     s3_server_on(root, "127.0.0.1:0".parse().unwrap()).await

@@ -1,0 +1,272 @@
+//! The segment archive at its edges: a restart, a torn tail, a failed sync, a full segment.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::*;
+use crate::record::{Meta, Record};
+use crate::webhook::parse_body;
+
+const DAY: &str = "dt=2026-11-26";
+
+/// A real stored line and its key, for uid `uid`.
+fn event(uid: u32) -> (String, Bytes) {
+    let body = format!(r#"{{"mailbox":"a@example.com","uid":{uid},"tstamp":1795711572,"event":"create"}}"#);
+    let event = parse_body(body.as_bytes(), 1 << 20).unwrap();
+    let received = time::macros::datetime!(2026-11-26 12:00 UTC);
+    let record = Record::new(&event, &Meta { request_id: "r".into(), ..Meta::default() }, received, "");
+    assert!(record.key.starts_with(DAY), "{}", record.key);
+    (record.key, record.line)
+}
+
+/// Every file in the partition, by name.
+fn names(root: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        fs::read_dir(root.join(DAY)).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    names
+}
+
+/// What a reader of `dt=*/*.jsonl` sees: every line of the visible files.
+fn visible_lines(root: &Path) -> Vec<Bytes> {
+    let mut lines = Vec::new();
+    for name in names(root).iter().filter(|n| n.ends_with(".jsonl") && !n.starts_with('.')) {
+        let text = fs::read(root.join(DAY).join(name)).unwrap();
+        assert!(text.ends_with(b"\n"), "{name} ends in a whole line");
+        lines.extend(text.split_inclusive(|&b| b == b'\n').map(Bytes::copy_from_slice));
+    }
+    lines.sort();
+    lines
+}
+
+fn tuned(sync: SyncFn) -> Tuning {
+    Tuning { sync, ..Tuning::default() }
+}
+
+#[tokio::test]
+async fn a_resend_is_stored_once_even_after_a_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let (key, line) = event(1);
+    let archive = DirArchive::open(root.path()).unwrap();
+    assert_eq!(archive.put_new(&key, line.clone()).await.unwrap(), Stored::Created);
+    assert_eq!(archive.put_new(&key, line.clone()).await.unwrap(), Stored::AlreadyPresent);
+    archive.close().await;
+    assert_eq!(visible_lines(root.path()), [line.clone()], "closing seals the segment");
+
+    let archive = DirArchive::open(root.path()).unwrap();
+    assert_eq!(archive.put_new(&key, line.clone()).await.unwrap(), Stored::AlreadyPresent);
+    let (key2, line2) = event(2);
+    assert_eq!(archive.put_new(&key2, line2.clone()).await.unwrap(), Stored::Created);
+    archive.close().await;
+    let mut both = vec![line, line2];
+    both.sort();
+    assert_eq!(visible_lines(root.path()), both);
+    assert_eq!(names(root.path()).len(), 2, "each start writes its own segment: {:?}", names(root.path()));
+}
+
+#[tokio::test]
+async fn a_second_process_cannot_open_the_same_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let archive = DirArchive::open(root.path()).unwrap();
+    let err = DirArchive::open(root.path()).unwrap_err();
+    assert!(err.to_string().contains("only one mailhook"), "{err}");
+    archive.close().await;
+    DirArchive::open(root.path()).unwrap().close().await;
+}
+
+#[tokio::test]
+async fn concurrent_copies_leave_one_line() {
+    let root = tempfile::tempdir().unwrap();
+    let archive = Arc::new(DirArchive::open(root.path()).unwrap());
+    let (key, line) = event(7);
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (archive, key, line) = (archive.clone(), key.clone(), line.clone());
+            tokio::spawn(async move { archive.put_new(&key, line).await.unwrap() })
+        })
+        .collect();
+    let mut created = 0;
+    for t in tasks {
+        created += usize::from(t.await.unwrap() == Stored::Created);
+    }
+    assert_eq!(created, 1);
+    archive.close().await;
+    assert_eq!(visible_lines(root.path()), [line]);
+}
+
+#[tokio::test]
+async fn an_unwritable_partition_is_an_error_and_stores_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let archive = DirArchive::open(root.path()).unwrap();
+    // A file where the partition directory should be makes every write fail, even as root.
+    fs::write(root.path().join(DAY), b"").unwrap();
+    let (key, line) = event(1);
+    let err = archive.put_new(&key, line).await.unwrap_err();
+    assert!(matches!(err, ArchiveError::Io { .. }), "{err}");
+    archive.close().await;
+    assert_eq!(fs::read(root.path().join(DAY)).unwrap(), b"");
+}
+
+static SYNCS: AtomicU64 = AtomicU64::new(0);
+
+fn counted_sync(file: &File) -> io::Result<()> {
+    SYNCS.fetch_add(1, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(20));
+    file.sync_data()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sync_serves_many_writes() {
+    let root = tempfile::tempdir().unwrap();
+    let archive = Arc::new(DirArchive::open_with(root.path(), tuned(counted_sync)).unwrap());
+    let tasks: Vec<_> = (0..64)
+        .map(|uid| {
+            let archive = archive.clone();
+            tokio::spawn(async move {
+                let (key, line) = event(uid);
+                archive.put_new(&key, line).await.unwrap()
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), Stored::Created);
+    }
+    let syncs = SYNCS.load(Ordering::SeqCst);
+    assert!((1..64).contains(&syncs), "64 writes took {syncs} syncs");
+    archive.close().await;
+    assert_eq!(visible_lines(root.path()).len(), 64);
+    assert_eq!(names(root.path()).len(), 1, "one segment: {:?}", names(root.path()));
+}
+
+static SYNC_FAILS: AtomicBool = AtomicBool::new(false);
+
+fn failing_sync(file: &File) -> io::Result<()> {
+    if SYNC_FAILS.load(Ordering::SeqCst) { Err(io::Error::other("EIO")) } else { file.sync_data() }
+}
+
+/// After a failed fdatasync neither the batch nor a resend of it gets a 200 while syncs fail;
+/// its lines are cut from the segment and kept out of the index, so once the disk is back the
+/// resend is written again and stored exactly once.
+#[tokio::test]
+async fn a_failed_sync_fails_the_batch_and_its_resends() {
+    let root = tempfile::tempdir().unwrap();
+    let archive = DirArchive::open_with(root.path(), tuned(failing_sync)).unwrap();
+    let (key1, line1) = event(1);
+    let (key2, line2) = event(2);
+    assert_eq!(archive.put_new(&key1, line1.clone()).await.unwrap(), Stored::Created);
+
+    SYNC_FAILS.store(true, Ordering::SeqCst);
+    let err = archive.put_new(&key2, line2.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("EIO"), "{err}");
+    assert!(archive.put_new(&key2, line2.clone()).await.is_err(), "a resend while syncs fail is not acknowledged");
+    // An event made durable before the failure stays acknowledged.
+    assert_eq!(archive.put_new(&key1, line1.clone()).await.unwrap(), Stored::AlreadyPresent);
+
+    SYNC_FAILS.store(false, Ordering::SeqCst);
+    assert_eq!(archive.put_new(&key2, line2.clone()).await.unwrap(), Stored::Created);
+    archive.close().await;
+    let mut both = vec![line1, line2];
+    both.sort();
+    assert_eq!(visible_lines(root.path()), both, "each event once, none of the failed batch's bytes");
+}
+
+/// A segment left open by a crash, with its last line cut short (power lost mid-append), or
+/// followed by zeros (the size grew but the data never reached the disk): the next start keeps
+/// its whole lines, cuts the rest, seals it, and knows its ids.
+#[tokio::test]
+async fn a_torn_tail_is_cut_back_at_start() {
+    for tail in [&b"{\"ts\":\"2026-11-26T12:00:00.000Z\",\"ip\":nu"[..], &[0u8; 4096][..]] {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir(root.path().join(DAY)).unwrap();
+        let (key1, line1) = event(1);
+        let (key2, line2) = event(2);
+        let (key3, line3) = event(3);
+        // Whatever follows the first line that does not verify was never acknowledged.
+        let mut torn = [&line1[..], &line2[..], tail, b"\n", &line3[..]].concat();
+        torn.extend_from_slice(&line3[..10]);
+        let live = root.path().join(DAY).join(".20261126T120000.000Z-0001.jsonl.live");
+        fs::write(&live, &torn).unwrap();
+        // The snapshot published before the crash, and a half-copied newer one.
+        fs::write(root.path().join(DAY).join("20261126T120000.000Z-0001.jsonl"), &line1).unwrap();
+        fs::write(root.path().join(DAY).join(".20261126T120000.000Z-0001.jsonl.snap"), &line1[..5]).unwrap();
+
+        let archive = DirArchive::open(root.path()).unwrap();
+        assert_eq!(names(root.path()), ["20261126T120000.000Z-0001.jsonl"]);
+        assert_eq!(
+            fs::read(root.path().join(DAY).join("20261126T120000.000Z-0001.jsonl")).unwrap(),
+            [&line1[..], &line2[..]].concat()
+        );
+        assert_eq!(archive.put_new(&key1, line1.clone()).await.unwrap(), Stored::AlreadyPresent);
+        assert_eq!(archive.put_new(&key2, line2.clone()).await.unwrap(), Stored::AlreadyPresent);
+        assert_eq!(archive.put_new(&key3, line3.clone()).await.unwrap(), Stored::Created);
+        archive.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_live_segment_with_no_whole_line_is_removed() {
+    let root = tempfile::tempdir().unwrap();
+    fs::create_dir(root.path().join(DAY)).unwrap();
+    fs::write(root.path().join(DAY).join(".x-0001.jsonl.live"), b"{\"ts\":").unwrap();
+    DirArchive::open(root.path()).unwrap().close().await;
+    assert!(names(root.path()).is_empty(), "{:?}", names(root.path()));
+}
+
+#[tokio::test]
+async fn per_event_files_from_before_segments_count_as_stored() {
+    let root = tempfile::tempdir().unwrap();
+    let (key, line) = event(5);
+    fs::create_dir(root.path().join(DAY)).unwrap();
+    fs::write(root.path().join(&key), b"{\"ts\":\"an old line\"}\n").unwrap();
+    let archive = DirArchive::open(root.path()).unwrap();
+    assert_eq!(archive.put_new(&key, line).await.unwrap(), Stored::AlreadyPresent);
+    archive.close().await;
+    assert_eq!(names(root.path()), [key.rsplit_once('/').unwrap().1]);
+}
+
+/// Readers see acknowledged lines within the publish delay, while the segment is still open,
+/// and never a partial line.
+#[tokio::test]
+async fn the_live_segment_is_published_within_the_delay() {
+    let root = tempfile::tempdir().unwrap();
+    let tuning = Tuning { publish_after: Duration::from_millis(200), ..Tuning::default() };
+    let archive = DirArchive::open_with(root.path(), tuning).unwrap();
+    let (key, line) = event(1);
+    archive.put_new(&key, line.clone()).await.unwrap();
+    assert!(visible_lines(root.path()).is_empty(), "not published at once");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while visible_lines(root.path()).is_empty() {
+        assert!(Instant::now() < deadline, "published within the tick");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(visible_lines(root.path()), [line]);
+    archive.close().await;
+}
+
+#[tokio::test]
+async fn a_full_segment_is_sealed_and_a_new_one_begun() {
+    let root = tempfile::tempdir().unwrap();
+    let tuning = Tuning { segment_bytes: 2000, ..Tuning::default() };
+    let archive = DirArchive::open_with(root.path(), tuning).unwrap();
+    let mut lines = Vec::new();
+    for uid in 0..20 {
+        let (key, line) = event(uid);
+        archive.put_new(&key, line.clone()).await.unwrap();
+        lines.push(line);
+    }
+    let sealed = names(root.path()).iter().filter(|n| !n.starts_with('.')).count();
+    assert!(sealed >= 3, "sealed while open: {:?}", names(root.path()));
+    archive.close().await;
+    lines.sort();
+    assert_eq!(visible_lines(root.path()), lines);
+    for name in names(root.path()) {
+        assert!(fs::metadata(root.path().join(DAY).join(&name)).unwrap().len() <= 2000, "{name}");
+    }
+}
+
+#[test]
+fn partition_dates() {
+    assert_eq!(partition_date("dt=2026-11-26"), Some(time::macros::date!(2026 - 11 - 26)));
+    assert_eq!(partition_date("mail/dt=2026-01-02"), Some(time::macros::date!(2026 - 01 - 02)));
+    assert_eq!(partition_date("x"), None);
+}
