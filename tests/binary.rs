@@ -5,9 +5,8 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path as UrlPath, State};
@@ -16,37 +15,6 @@ use axum::routing::{get, post};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Mutex, mpsc};
-
-/// A process that is killed when the test ends, with its output in a file.
-struct Running {
-    child: Child,
-    log: tempfile::NamedTempFile,
-}
-
-impl Running {
-    fn start(vars: &[(&str, String)]) -> Running {
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_mailhook"));
-        command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-        for (k, v) in vars {
-            command.env(k, v);
-        }
-        let child =
-            command.stdin(Stdio::null()).stdout(log.reopen().unwrap()).stderr(log.reopen().unwrap()).spawn().unwrap();
-        Running { child, log }
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// What the function posted back for one invocation.
 #[derive(Debug)]
@@ -216,18 +184,7 @@ async fn http_request(addr: SocketAddr, raw: &[u8]) -> (u16, String) {
 async fn local_server_stores_into_a_directory() {
     let dir = tempfile::tempdir().unwrap();
     let addr = closed_port();
-    let server = Running::start(&[
-        ("LISTEN_ADDR", addr.to_string()),
-        ("ARCHIVE_URI", dir.path().join("archive").display().to_string()),
-        ("WEBHOOK_TOKENS", TOKEN.into()),
-        ("ACCOUNT_ID", ACCOUNT_ID.into()),
-        ("RUST_LOG", "debug".into()),
-    ]);
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "server did not start:\n{}", server.output());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let server = Running::local(addr, &dir.path().join("archive"), &[("RUST_LOG", "debug")]).await;
 
     let (status, reply) =
         http_request(addr, b"GET /webhook-confirm.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;

@@ -6,6 +6,7 @@ pub mod fault_proxy;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,6 +99,55 @@ where
     let (parts, body) = response.into_parts();
     let body = body.collect().await.unwrap().to_bytes().to_vec();
     Reply { status: parts.status, headers: parts.headers, body }
+}
+
+/// A process that is killed when the test ends, with its output in a file.
+pub struct Running {
+    pub child: Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl Running {
+    pub fn start(vars: &[(&str, String)]) -> Running {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mailhook"));
+        command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in vars {
+            command.env(k, v);
+        }
+        let child =
+            command.stdin(Stdio::null()).stdout(log.reopen().unwrap()).stderr(log.reopen().unwrap()).spawn().unwrap();
+        Running { child, log }
+    }
+
+    /// mailhook as a local server on `addr` archiving into `archive`, once it accepts connections.
+    pub async fn local(addr: SocketAddr, archive: &Path, extra: &[(&str, &str)]) -> Running {
+        let mut vars = vec![
+            ("LISTEN_ADDR", addr.to_string()),
+            ("ARCHIVE_URI", archive.display().to_string()),
+            ("WEBHOOK_TOKENS", TOKEN.to_owned()),
+            ("ACCOUNT_ID", ACCOUNT_ID.to_owned()),
+        ];
+        vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        let server = Running::start(&vars);
+        let started = std::time::Instant::now();
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "server did not start:\n{}", server.output());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Every file under `root`, as (path relative to root, content), sorted.

@@ -1,0 +1,157 @@
+//! The local server against slow and stalled clients, and stopping on SIGTERM: the real binary
+//! over real sockets.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long the server waits for a request head (src/lib.rs), plus room for a loaded machine.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn event_request(uid: u32) -> Vec<u8> {
+    let body = format!(r#"{{"mailbox":"info@example.com","uid":{uid},"tstamp":1795711572,"event":"create"}}"#);
+    format!("POST / HTTP/1.1\r\nHost: x\r\nX-Webhook-Token: {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        .into_bytes()
+}
+
+/// Sends one event on a fresh connection and reads the status line.
+async fn send_event(addr: SocketAddr, uid: u32) -> u16 {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(&event_request(uid)).await.unwrap();
+    read_status(&mut stream).await
+}
+
+async fn read_status(stream: &mut TcpStream) -> u16 {
+    let mut reply = vec![0; 4096];
+    let n = stream.read(&mut reply).await.unwrap();
+    String::from_utf8_lossy(&reply[..n])[9..12].parse().unwrap()
+}
+
+/// Opens a connection that sends half a request head and then nothing.
+async fn stalled(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nX-Webh").await.unwrap();
+    stream
+}
+
+/// Waits until the server closes `stream` (end of file or reset), and says when.
+async fn closed_within(mut stream: TcpStream, limit: Duration) -> bool {
+    let mut buf = [0; 1024];
+    let end = tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    });
+    end.await.is_ok()
+}
+
+#[tokio::test]
+async fn stalled_clients_do_not_starve_a_real_sender_and_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = closed_port();
+    let server = Running::local(addr, dir.path(), &[]).await;
+
+    let mut stalls = Vec::new();
+    for _ in 0..550 {
+        stalls.push(stalled(addr).await);
+    }
+    // A kept-alive connection that has had its answer and then goes quiet.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(&event_request(1)).await.unwrap();
+    assert_eq!(read_status(&mut idle).await, 200);
+
+    let started = Instant::now();
+    assert_eq!(send_event(addr, 2).await, 200);
+    assert!(started.elapsed() < Duration::from_secs(2), "the real sender waited {:?}", started.elapsed());
+
+    let since = Instant::now();
+    let limit = HEADER_TIMEOUT + Duration::from_secs(10);
+    let mut closes = tokio::task::JoinSet::new();
+    for stream in stalls.into_iter().chain([idle]) {
+        closes.spawn(closed_within(stream, limit));
+    }
+    let closed = closes.join_all().await;
+    assert!(
+        closed.iter().all(|&c| c),
+        "{} of 551 quiet connections still open after {limit:?}",
+        closed.iter().filter(|&&c| !c).count()
+    );
+    assert!(since.elapsed() >= HEADER_TIMEOUT - Duration::from_secs(1), "closed early: {:?}", since.elapsed());
+    assert_eq!(send_event(addr, 3).await, 200, "still serving:\n{}", server.output());
+    assert_eq!(stored(dir.path()).len(), 3);
+}
+
+/// At the connection cap, further connections wait in the listen backlog instead of taking
+/// file descriptors; they are served once the stalled ones are closed.
+#[tokio::test]
+async fn the_connection_cap_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = closed_port();
+    let server = Running::local(addr, dir.path(), &[("MAX_CONNECTIONS", "8")]).await;
+    let mut stalls = Vec::new();
+    for _ in 0..40 {
+        stalls.push(stalled(addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sockets = std::fs::read_dir(format!("/proc/{}/fd", server.child.id()))
+        .unwrap()
+        .filter(|fd| {
+            std::fs::read_link(fd.as_ref().unwrap().path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
+        .count();
+    // Besides the 8 connections: the listener, and the runtime's own signal pipes (Unix sockets).
+    assert!(sockets <= 8 + 4, "{sockets} sockets open with MAX_CONNECTIONS=8 and 40 clients");
+    let started = Instant::now();
+    assert_eq!(send_event(addr, 1).await, 200);
+    assert!(started.elapsed() < HEADER_TIMEOUT * 5, "{:?}", started.elapsed());
+    drop(stalls);
+}
+
+/// SIGTERM with stalled clients connected and a request in flight: the request is finished and
+/// stored, the server exits within its drain deadline, and the segment is sealed for readers.
+#[tokio::test]
+async fn sigterm_drains_requests_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = closed_port();
+    let mut server = Running::local(addr, dir.path(), &[]).await;
+    let mut stalls = Vec::new();
+    for _ in 0..20 {
+        stalls.push(stalled(addr).await);
+    }
+    assert_eq!(send_event(addr, 1).await, 200);
+    // A request whose body is still arriving when the signal comes.
+    let request = event_request(2);
+    let (head, tail) = request.split_at(request.len() - 10);
+    let mut in_flight = TcpStream::connect(addr).await.unwrap();
+    in_flight.write_all(head).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = Instant::now();
+    let killed = std::process::Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    in_flight.write_all(tail).await.unwrap();
+    assert_eq!(read_status(&mut in_flight).await, 200, "{}", server.output());
+    assert!(TcpStream::connect(addr).await.is_err(), "no new connection is taken while draining");
+
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "not stopped within the drain deadline");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}:\n{}", server.output());
+    let files: Vec<String> = files(dir.path()).into_iter().map(|(name, _)| name).collect();
+    assert!(files.iter().all(|f| !f.contains(".live")), "every segment is sealed: {files:?}");
+    assert_eq!(stored(dir.path()).len(), 2);
+    drop(stalls);
+}
