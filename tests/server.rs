@@ -97,7 +97,7 @@ async fn the_connection_cap_holds() {
     let addr = closed_port();
     let server = Running::local(addr, dir.path(), &[("MAX_CONNECTIONS", "8")]).await;
     let mut stalls = Vec::new();
-    for _ in 0..40 {
+    for _ in 0..12 {
         stalls.push(stalled(addr).await);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -108,10 +108,11 @@ async fn the_connection_cap_holds() {
         })
         .count();
     // Besides the 8 connections: the listener, and the runtime's own signal pipes (Unix sockets).
-    assert!(sockets <= 8 + 4, "{sockets} sockets open with MAX_CONNECTIONS=8 and 40 clients");
+    assert!((8..=8 + 4).contains(&sockets), "{sockets} sockets open with MAX_CONNECTIONS=8 and 12 clients");
     let started = Instant::now();
     assert_eq!(send_event(addr, 1).await, 200);
-    assert!(started.elapsed() < HEADER_TIMEOUT * 5, "{:?}", started.elapsed());
+    // Behind the 4 stalled clients that did not fit: served once the first 8 time out.
+    assert!(started.elapsed() < HEADER_TIMEOUT * 2, "{:?}", started.elapsed());
     drop(stalls);
 }
 
