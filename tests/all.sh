@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check mailhook has, from a fresh clone: cargo test, cfn-lint, the template and README
 # SQL checks, the end-to-end run through cargo lambda with moto_server and DuckDB, the bounded load
-# run, a bounded fuzz run, a smoke run of the benchmarks, cargo deny, and sam build. The first run installs the Python-packaged
+# run, the crash run, a bounded fuzz run, a smoke run of the benchmarks, cargo deny, and sam build. The first run installs the Python-packaged
 # tools (tests/requirements.txt) into .venv, and cargo-fuzz and cargo-deny with cargo install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +40,9 @@ python tests/e2e.py
 
 step "load: 10,000 events x 64 clients, then resends, into moto_server and a directory (tests/load.py)"
 python tests/load.py --json target/load-results.json
+
+step "crash: SIGKILL twice during a load, restart, resend; DuckDB reading all along (tests/crash.py)"
+python tests/crash.py
 
 step "fuzz for ${FUZZ_SECONDS:-60} s (tests/fuzz.sh)"
 tests/fuzz.sh

@@ -147,6 +147,7 @@ def main():
             check(key.startswith(PREFIX + "dt=") and key.endswith(".jsonl"), f"key {key}")
             check(line.endswith("\n") and line.count("\n") == 1, f"one line in {key}")
             record = json.loads(line)
+            check(key == f"{key.rsplit('/', 1)[0]}/{record['id']}.jsonl", f"the line's id names its key {key}")
             check(record["ip"] in ("127.0.0.1", "185.68.16.10"), f"ip {record['ip']} in {key}")
 
         # A synced copy of the archive (as `aws s3 sync` makes it), read by DuckDB.

@@ -91,7 +91,8 @@ def run(kind, args, deadline):
             env.update(ARCHIVE_URI=str(archive))
         port = free_port()
         env["LISTEN_ADDR"] = f"127.0.0.1:{port}"
-        children.append(subprocess.Popen([args.binary], env=env))
+        server = subprocess.Popen([args.binary], env=env)
+        children.append(server)
         if not local_s3.wait_port(port):
             sys.exit(f"load: nothing listening on {port}")
 
@@ -124,10 +125,15 @@ def run(kind, args, deadline):
             with ThreadPoolExecutor(max_workers=16) as pool:
                 uids = list(pool.map(uid_of, keys))
         else:
-            files = list(archive.rglob("*"))
-            hidden = [f for f in files if f.is_file() and f.name.startswith(".")]
+            # SIGTERM seals the segments: then every line is in a visible dt=*/*.jsonl file.
+            server.terminate()
+            server.wait(timeout=30)
+            files = [f for f in archive.rglob("*") if f.is_file() and f.name != ".mailhook.lock"]
+            hidden = [f for f in files if f.name.startswith(".")]
             result["temporary_files_left"] = len(hidden)
-            uids = [json.loads(f.read_text())["data"]["uid"] for f in files if f.suffix == ".jsonl"]
+            segments = [f for f in files if f.suffix == ".jsonl"]
+            result["segments"] = len(segments)
+            uids = [json.loads(line)["data"]["uid"] for f in segments for line in f.read_text().splitlines()]
         result["stored"] = len(uids)
         result["lost"] = len(set(range(args.events)) - set(uids))
         result["duplicated"] = len(uids) - len(set(uids))
@@ -161,6 +167,7 @@ def main():
             f"lost {r['lost']} | duplicated {r['duplicated']} | "
             f"first {r['first']['per_second']}/s p50 {r['first']['p50_ms']} ms p99 {r['first']['p99_ms']} ms | "
             f"resend {r['resend']['per_second']}/s p50 {r['resend']['p50_ms']} ms p99 {r['resend']['p99_ms']} ms"
+            + (f" | {r['segments']} segment files" if "segments" in r else "")
         )
         problems = [
             r["lost"] != 0,
