@@ -51,7 +51,7 @@ async fn a_resend_is_stored_once_even_after_a_restart() {
     assert_eq!(archive.put_new(&key, line.clone()).await.unwrap(), Stored::Created);
     assert_eq!(archive.put_new(&key, line.clone()).await.unwrap(), Stored::AlreadyPresent);
     archive.close().await;
-    assert_eq!(visible_lines(root.path()), [line.clone()], "closing seals the segment");
+    assert_eq!(visible_lines(root.path()), std::slice::from_ref(&line), "closing seals the segment");
 
     let archive = DirArchive::open(root.path()).unwrap();
     assert_eq!(archive.put_new(&key, line.clone()).await.unwrap(), Stored::AlreadyPresent);
