@@ -32,6 +32,32 @@ cfn-lint template.yaml && echo "cfn-lint: no errors, no warnings"
 step "cargo test"
 cargo test --locked --all-targets
 
+step "cargo test as a non-root user: the same test binaries, run as nobody"
+if [ "$(id -u)" != 0 ]; then
+  echo "already running as $(id -un): the cargo test step above was the non-root run"
+elif ! setpriv --reuid=65534 --regid=65534 --clear-groups test -r events/new.json; then
+  echo "skipped: nobody cannot read $PWD, so the test binaries cannot run as nobody here"
+else
+  cargo test --locked --all-targets --no-run --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"] \
+            and m["target"]["kind"][0] in ("lib", "bin", "test"):
+        print(m["executable"])' >target/test-binaries
+  while read -r bin; do
+    log="target/as-nobody-$(basename "$bin").log"
+    if (cd /tmp && setpriv --reuid=65534 --regid=65534 --clear-groups env HOME=/tmp TMPDIR=/tmp "$bin" -q --show-output) >"$log" 2>&1; then
+      echo "$(basename "$bin"): $(grep -E "^test result" "$log")"
+      grep -h SKIPPED "$log" || true
+    else
+      cat "$log"
+      echo "FAILED as nobody: $bin"
+      exit 1
+    fi
+  done <target/test-binaries
+fi
+
 step "template and README SQL (tests/check_template.py)"
 python tests/check_template.py
 
