@@ -31,6 +31,10 @@ use crate::record::{parse_hex, verify_line};
 
 /// A segment is sealed, and a new one begun, before a batch would take it past this size.
 const SEGMENT_BYTES: u64 = 32 << 20;
+/// The live segment is written with zeros this far ahead of its lines, so that an `fdatasync`
+/// after a batch writes data only: appending past the file's end would also write its inode each
+/// time (about 40 % slower here). Zeros are no line, so the recovery cuts them like a torn tail.
+const ZEROS_AHEAD: u64 = 1 << 20;
 /// How long an acknowledged line may wait before the live segment's snapshot shows it to readers.
 const PUBLISH_AFTER: Duration = Duration::from_secs(5);
 /// How often an idle writer wakes to publish and to let go of partitions no write can reach.
@@ -319,6 +323,8 @@ struct Segment {
     name: String,
     /// The durable length: every byte before it is a whole, synced line.
     len: u64,
+    /// The file's length: zeros from `len` on.
+    zeroed_to: u64,
     /// How much of it the visible snapshot holds.
     published: u64,
     /// Since when durable lines have waited to be published.
@@ -369,10 +375,22 @@ impl Partition {
             self.live = Some(Segment::create(&self.dir, names)?);
         }
         let segment = self.live.as_mut().expect("just made");
+        let end = segment.len + lines.len() as u64;
+        if end > segment.zeroed_to {
+            // Best effort: on a full disk the lines may still fit without the zeros.
+            let ahead = end + ZEROS_AHEAD.min(tuning.segment_bytes.saturating_sub(end));
+            match write_zeros(&segment.file, segment.zeroed_to, ahead) {
+                Ok(()) => segment.zeroed_to = ahead,
+                Err(_) => {
+                    let _ = segment.file.set_len(segment.len);
+                    segment.zeroed_to = segment.len;
+                }
+            }
+        }
         if let Err(e) = segment.file.write_all_at(lines, segment.len) {
             // Nothing was synced, so the cache still matches the disk up to `len`: cut back and go on.
             match segment.file.set_len(segment.len) {
-                Ok(()) if segment.len > 0 => {}
+                Ok(()) if segment.len > 0 => segment.zeroed_to = segment.len,
                 _ => self.abandon(),
             }
             return Err(e);
@@ -384,6 +402,7 @@ impl Partition {
             // partition's next load cuts whatever fails to verify.
             match segment.file.set_len(segment.len) {
                 Ok(()) => {
+                    segment.zeroed_to = segment.len;
                     let _ = sync(&segment.file);
                     self.seal();
                 }
@@ -424,7 +443,14 @@ impl Partition {
         let result = if segment.len == 0 {
             fs::remove_file(&live)
         } else {
-            fs::rename(&live, self.dir.join(format!("{}.jsonl", segment.name))).and_then(|()| sync_dir(&self.dir))
+            // The zeros ahead go first, durably, so a reader never meets them under the visible name.
+            let cut = if segment.zeroed_to > segment.len {
+                segment.file.set_len(segment.len).and_then(|()| segment.file.sync_all())
+            } else {
+                Ok(())
+            };
+            cut.and_then(|()| fs::rename(&live, self.dir.join(format!("{}.jsonl", segment.name))))
+                .and_then(|()| sync_dir(&self.dir))
         };
         if let Err(e) = result {
             tracing::error!(segment = %live.display(), error = %e, "sealing a segment failed; the next start seals it");
@@ -454,7 +480,7 @@ impl Segment {
             match OpenOptions::new().read(true).write(true).create_new(true).open(&live) {
                 Ok(file) => {
                     sync_dir(dir)?;
-                    return Ok(Segment { file, name, len: 0, published: 0, unpublished_since: None });
+                    return Ok(Segment { file, name, len: 0, zeroed_to: 0, published: 0, unpublished_since: None });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
@@ -495,7 +521,8 @@ fn recover_segment(live: &Path, sealed: &Path) -> io::Result<()> {
     let len = file.metadata()?.len();
     let whole = whole_lines(&file, |_| {})?;
     if whole < len {
-        tracing::warn!(segment = %live.display(), kept = whole, cut = len - whole, "cut a torn tail");
+        // Zeros written ahead, and after a power loss possibly a line cut short or garbled.
+        tracing::warn!(segment = %live.display(), kept = whole, cut = len - whole, "cut back to its last whole line");
         file.set_len(whole)?;
         file.sync_all()?;
     }
@@ -524,6 +551,18 @@ fn whole_lines(file: &File, mut f: impl FnMut(Id)) -> io::Result<u64> {
         f(id);
         whole += read as u64;
     }
+}
+
+/// Writes zeros over `from..to` of `file`.
+fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
+    const ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZEROS.len() as u64);
+        file.write_all_at(&ZEROS[..n as usize], at)?;
+        at += n;
+    }
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
