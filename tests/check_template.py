@@ -146,7 +146,11 @@ def main():
     table = resources["EventsTable"]["Properties"]["TableInput"]
     tp = table["Parameters"]
     check(tp["projection.enabled"] == "true" and tp["projection.dt.type"] == "date", "dt is projected as a date")
-    check(tp["projection.dt.format"] == "yyyy-MM-dd" and tp["projection.dt.range"]["Fn::Sub"].endswith(",NOW"), "yyyy-MM-dd up to NOW")
+    check(tp["projection.dt.format"] == "yyyy-MM-dd" and tp["projection.dt.range"]["Fn::Sub"].endswith(",NOW+1DAYS"),
+          "yyyy-MM-dd up to NOW+1DAYS: mailhook files an event up to a day ahead")
+    levels = params["LogLevel"]["AllowedValues"]
+    check("TRACE" not in levels and params["LogLevel"]["Default"] in levels,
+          f"LogLevel cannot be TRACE, where the runtime logs raw invocations: {levels}")
     check(tp["storage.location.template"]["Fn::Sub"].endswith("${ArchivePrefix}dt=${!dt}/"), "location template matches the key layout")
     check(table["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"] == "org.apache.hive.hcatalog.data.JsonSerDe", "Hive JSON SerDe")
     columns = {c["Name"]: parse_hive_type(c["Type"]) for c in table["StorageDescriptor"]["Columns"]}
