@@ -29,6 +29,10 @@ pub struct Config {
     pub runtime: Runtime,
     /// `MAX_CONNECTIONS`: how many connections the local server holds open at once.
     pub max_connections: usize,
+    /// `METRICS_ADDR`: where the local server serves Prometheus text at `/metrics`; unset, nowhere.
+    pub metrics_addr: Option<SocketAddr>,
+    /// `AWS_LAMBDA_FUNCTION_NAME` (set by Lambda): the dimension of the EMF metrics.
+    pub function_name: String,
 }
 
 /// Where the archive lives.
@@ -145,6 +149,14 @@ impl Config {
             },
         };
 
+        let metrics_addr = match get("METRICS_ADDR") {
+            None => None,
+            Some(v) => Some(v.trim().parse().map_err(|_| {
+                bad("METRICS_ADDR", format!("must be an address and port such as 127.0.0.1:9090, got {v:?}"))
+            })?),
+        };
+        let function_name = get("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "mailhook".into());
+
         let s3_force_path_style = match get("S3_FORCE_PATH_STYLE").as_deref().map(str::trim) {
             None => false,
             Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
@@ -181,6 +193,8 @@ impl Config {
             s3_force_path_style,
             runtime,
             max_connections,
+            metrics_addr,
+            function_name,
         })
     }
 }
@@ -230,6 +244,7 @@ mod tests {
         assert_eq!(c.account_id, None);
         assert!(!c.s3_force_path_style);
         assert_eq!(c.max_connections, 1024);
+        assert_eq!(c.metrics_addr, None);
     }
 
     #[test]
@@ -283,6 +298,7 @@ mod tests {
         assert_eq!(with("STORE_TIMEOUT_MS", "10"), "STORE_TIMEOUT_MS");
         assert_eq!(with("MAX_CONNECTIONS", "0"), "MAX_CONNECTIONS");
         assert_eq!(with("MAX_CONNECTIONS", "many"), "MAX_CONNECTIONS");
+        assert_eq!(with("METRICS_ADDR", "9090"), "METRICS_ADDR");
         assert_eq!(with("S3_FORCE_PATH_STYLE", "yes please"), "S3_FORCE_PATH_STYLE");
         assert_eq!(with("LISTEN_ADDR", "localhost"), "LISTEN_ADDR");
         assert_eq!(with("ACCOUNT_ID", "12\n34"), "ACCOUNT_ID");

@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::archive::{Archive, ArchiveError, Stored};
+use crate::metrics::{Metrics, Outcome, Sample};
 use crate::record::{Meta, Record};
 use crate::webhook::{self, Rejection, Tokens};
 
@@ -35,6 +36,8 @@ pub struct AppState<A> {
     /// Prepended to every key: empty or ending with `/`.
     pub prefix: String,
     pub archive: A,
+    /// Where each request's outcome is counted.
+    pub metrics: Metrics,
 }
 
 /// The whole service: `/webhook-confirm.txt` for GET and HEAD, the webhook for everything else.
@@ -45,6 +48,20 @@ pub fn router<A: Archive>(state: Arc<AppState<A>>) -> Router {
         .with_state(state)
         .layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+}
+
+/// The local metrics listener: `GET /metrics`, OpenMetrics text.
+pub fn metrics_router<A: Archive>(state: Arc<AppState<A>>) -> Router {
+    async fn metrics<A: Archive>(State(state): State<Arc<AppState<A>>>) -> Response {
+        match &state.metrics {
+            crate::metrics::Metrics::Prometheus(p) => {
+                ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], p.text())
+                    .into_response()
+            }
+            _ => StatusCode::NOT_FOUND.into_response(),
+        }
+    }
+    Router::new().route("/metrics", get(metrics::<A>)).with_state(state)
 }
 
 /// Why a request did not end in a stored line.
@@ -119,8 +136,20 @@ async fn confirm<A: Archive>(State(state): State<Arc<AppState<A>>>, request: Req
 async fn receive<A: Archive>(State(state): State<Arc<AppState<A>>>, request: Request) -> Response {
     let started = Instant::now();
     let meta = meta(&request);
-    let outcome = accept(&state, request, &meta).await;
+    let mut store_time = None;
+    let outcome = accept(&state, request, &meta, &mut store_time).await;
     let elapsed_ms = (started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
+    state.metrics.record(Sample {
+        outcome: match &outcome {
+            Ok((_, Stored::Created)) => Outcome::Stored,
+            Ok((_, Stored::AlreadyPresent)) => Outcome::Duplicate,
+            Err(Failure::Rejected(_)) => Outcome::Rejected,
+            Err(Failure::Store(_)) => Outcome::Failed,
+        },
+        sender_refused: matches!(outcome, Err(Failure::Rejected(Rejection::BadToken)))
+            && meta.ua.as_deref() == Some(webhook::SENDER_USER_AGENT),
+        store: store_time,
+    });
     match outcome {
         Ok((record, stored)) => {
             tracing::info!(
@@ -149,7 +178,14 @@ async fn receive<A: Archive>(State(state): State<Arc<AppState<A>>>, request: Req
     }
 }
 
-async fn accept<A: Archive>(state: &AppState<A>, request: Request, meta: &Meta) -> Result<(Record, Stored), Failure> {
+/// Checks, records and stores one request; `store_time` is set to how long the store took, if
+/// it was tried.
+async fn accept<A: Archive>(
+    state: &AppState<A>,
+    request: Request,
+    meta: &Meta,
+    store_time: &mut Option<Duration>,
+) -> Result<(Record, Stored), Failure> {
     webhook::check_method(request.method())?;
     webhook::check_token(request.headers(), &state.tokens)?;
     webhook::check_encoding(request.headers())?;
@@ -159,9 +195,11 @@ async fn accept<A: Archive>(state: &AppState<A>, request: Request, meta: &Meta) 
     let event = webhook::parse_body(&body, state.max_body_bytes)?;
     let record = Record::new(&event, meta, OffsetDateTime::now_utc(), &state.prefix);
     let put = state.archive.put_new(&record.key, record.line.clone());
-    let stored = tokio::time::timeout(state.store_timeout, put)
-        .await
-        .map_err(|_| ArchiveError::Timeout { key: record.key.clone(), budget: state.store_timeout })??;
+    let started = Instant::now();
+    let stored = tokio::time::timeout(state.store_timeout, put).await;
+    *store_time = Some(started.elapsed());
+    let stored =
+        stored.map_err(|_| ArchiveError::Timeout { key: record.key.clone(), budget: state.store_timeout })??;
     Ok((record, stored))
 }
 

@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod record;
 pub mod webhook;
 
@@ -19,6 +20,7 @@ use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use crate::archive::{Archive, DirArchive, S3Archive};
 use crate::config::{ArchiveTarget, Config, Runtime};
 use crate::http::AppState;
+use crate::metrics::{Metrics, Prometheus};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -72,6 +74,11 @@ pub async fn s3_client(config: &Config, loader: aws_config::ConfigLoader) -> aws
 }
 
 async fn serve<A: Archive>(config: Config, archive: A, prefix: String) -> Result<(), Error> {
+    let metrics = match (config.runtime, config.metrics_addr) {
+        (Runtime::Lambda, _) => Metrics::Emf { function_name: config.function_name.clone() },
+        (Runtime::Http(_), Some(_)) => Metrics::Prometheus(Prometheus::default()),
+        (Runtime::Http(_), None) => Metrics::Off,
+    };
     let state = Arc::new(AppState {
         tokens: config.tokens,
         account_id: config.account_id,
@@ -80,7 +87,13 @@ async fn serve<A: Archive>(config: Config, archive: A, prefix: String) -> Result
         body_timeout: BODY_TIMEOUT,
         prefix,
         archive,
+        metrics,
     });
+    if let (Runtime::Http(_), Some(addr)) = (config.runtime, config.metrics_addr) {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("METRICS_ADDR {addr}: {e}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
+        tokio::spawn(axum::serve(listener, http::metrics_router(state.clone())).into_future());
+    }
     let app = http::router(state.clone());
     let served = match config.runtime {
         Runtime::Lambda => lambda_http::run(app).await,

@@ -10,6 +10,9 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+/// The User-Agent the provider's requests carry.
+pub const SENDER_USER_AGENT: &str = "adm.tools mail webhook";
+
 /// The header the provider puts the secret token in.
 pub const TOKEN_HEADER: &str = "x-webhook-token";
 

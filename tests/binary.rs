@@ -270,3 +270,104 @@ fn bad_configuration_stops_start_up_with_one_line_naming_the_variable() {
         assert!(output.contains(&format!("configuration error: {variable} ")), "{output}");
     }
 }
+
+/// The custom metrics that template.yaml's alarms watch: (alarm, namespace, metric, dimension
+/// names), read from the template's text. Each alarm is written in the same block form there.
+fn alarmed_metrics() -> Vec<(String, String, String, Vec<String>)> {
+    let template = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("template.yaml")).unwrap();
+    let resources = &template[template.find("\nResources:").unwrap()..template.find("\nOutputs:").unwrap()];
+    let mut alarms = Vec::new();
+    // A resource starts at a line indented by exactly two spaces.
+    let mut starts: Vec<usize> =
+        resources.match_indices("\n  ").filter(|(i, _)| !resources[i + 3..].starts_with(' ')).map(|(i, _)| i).collect();
+    starts.push(resources.len());
+    for pair in starts.windows(2) {
+        let block = &resources[pair[0]..pair[1]];
+        if !block.contains("Type: AWS::CloudWatch::Alarm") {
+            continue;
+        }
+        let field = |name: &str| {
+            block.lines().find_map(|l| l.trim().strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap_or_default()
+        };
+        let dimensions =
+            block.lines().filter_map(|l| l.trim().strip_prefix("- Name:")).map(|v| v.trim().to_owned()).collect();
+        let name = block.lines().nth(1).unwrap().trim().trim_end_matches(':').to_owned();
+        alarms.push((name, field("Namespace:"), field("MetricName:"), dimensions));
+    }
+    alarms
+}
+
+/// Under Lambda every webhook request writes one EMF line to stdout, and together a stored, a
+/// duplicate, a refused, a bad and a failed request emit every custom metric an alarm watches,
+/// in the alarm's namespace with the alarm's dimensions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lambda_emits_every_metric_the_alarms_watch() {
+    let s3_root = tempfile::tempdir().unwrap();
+    let s3 = s3_server(s3_root.path()).await;
+    let proxy = support::fault_proxy::FaultProxy::start(s3).await;
+    let (api, events, mut outcomes) = runtime_api().await;
+    let mut env = lambda_env(api, proxy.addr);
+    env.push(("AWS_LAMBDA_FUNCTION_NAME", "mailhook-Function-1A2B3C".into()));
+    env.push(("AWS_LAMBDA_LOG_LEVEL", "INFO".into()));
+    let function = Running::start(&env);
+
+    let flags_set = event_text("flags-set.json");
+    let cases = [
+        ("new.json", event_text("new.json"), 200, None),
+        ("new.json again", event_text("new.json"), 200, None),
+        ("wrong-token.json", event_text("wrong-token.json"), 401, None),
+        ("invalid-json.json", event_text("invalid-json.json"), 400, None),
+        ("flags-set.json, S3 refuses", flags_set, 500, Some(support::fault_proxy::Fault::Error(403, "AccessDenied"))),
+    ];
+    for (i, (name, event, status, fault)) in cases.into_iter().enumerate() {
+        if let Some(fault) = fault {
+            proxy.always(fault);
+        }
+        let id = format!("invocation-{i}");
+        events.send((id.clone(), event)).await.unwrap();
+        let (_, outcome) = tokio::time::timeout(Duration::from_secs(60), outcomes.recv()).await.unwrap().unwrap();
+        match outcome {
+            Outcome::Response(r) => assert_eq!(r["statusCode"], status, "{name}: {r}"),
+            Outcome::Error(e) => panic!("{name}: {e}"),
+        }
+    }
+
+    let output = function.output();
+    let lines: Vec<serde_json::Value> = output
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l.get("_aws").is_some())
+        .collect();
+    assert_eq!(lines.len(), 5, "one EMF line per webhook request:\n{output}");
+    let sum = |metric: &str| lines.iter().map(|l| l[metric].as_u64().unwrap_or(0)).sum::<u64>();
+    assert_eq!(
+        [sum("Stored"), sum("Duplicate"), sum("Rejected"), sum("SenderRefused"), sum("StoreFailed")],
+        [1, 1, 2, 1, 1],
+        "stored, duplicate, rejected (401 and 400), the 401 from the provider, failed:\n{output}"
+    );
+
+    let alarms = alarmed_metrics();
+    let custom: Vec<_> = alarms.iter().filter(|(_, namespace, ..)| !namespace.starts_with("AWS/")).collect();
+    assert!(custom.len() >= 2, "the template's custom alarms: {alarms:?}");
+    for (alarm, namespace, metric, dimensions) in custom {
+        let emitting = lines.iter().find(|line| {
+            let directive = &line["_aws"]["CloudWatchMetrics"][0];
+            directive["Namespace"] == namespace.as_str()
+                && directive["Metrics"].as_array().unwrap().iter().any(|m| m["Name"] == metric.as_str())
+                && directive["Dimensions"][0]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_str().unwrap())
+                    .eq(dimensions.iter().map(String::as_str))
+                && line[metric.as_str()].as_u64() > Some(0)
+        });
+        let line = emitting
+            .unwrap_or_else(|| panic!("{alarm} watches {namespace}/{metric} by {dimensions:?}: not emitted\n{output}"));
+        for dimension in dimensions {
+            assert_eq!(line[dimension.as_str()], "mailhook-Function-1A2B3C", "{alarm}: the function's name");
+        }
+    }
+    let failed = lines.iter().find(|l| l["StoreFailed"] == 1).unwrap();
+    assert!(failed["StoreLatency"].as_f64().is_some(), "a failed store has its latency: {failed}");
+}

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import local_s3
 from local_s3 import free_port
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "load-token"
@@ -77,6 +78,26 @@ def blast(port, bodies, clients, deadline):
     return statuses, latencies
 
 
+def scrape(port, metrics_port):
+    """One refused request, then /metrics read with the Prometheus client's OpenMetrics parser:
+    the request counts by outcome, and how many stores the latency histogram saw."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("POST", "/", b"{}", {"X-Webhook-Token": "not-the-token"})
+    assert conn.getresponse().status == 401
+    conn = http.client.HTTPConnection("127.0.0.1", metrics_port, timeout=30)
+    conn.request("GET", "/metrics")
+    reply = conn.getresponse()
+    text = reply.read().decode()
+    counts = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "mailhook_requests_total":
+                counts[sample.labels["outcome"]] = int(sample.value)
+            elif sample.name == "mailhook_store_seconds_count":
+                counts["store_seconds_count"] = int(sample.value)
+    return counts
+
+
 def run(kind, args, deadline):
     workdir = tempfile.TemporaryDirectory()
     children = []
@@ -88,7 +109,8 @@ def run(kind, args, deadline):
             env.update(s3_env, ARCHIVE_URI=f"s3://{BUCKET}/mail/", STORE_TIMEOUT_MS="20000")
         else:
             archive = Path(workdir.name) / "archive"
-            env.update(ARCHIVE_URI=str(archive))
+            metrics_port = free_port()
+            env.update(ARCHIVE_URI=str(archive), METRICS_ADDR=f"127.0.0.1:{metrics_port}")
         port = free_port()
         env["LISTEN_ADDR"] = f"127.0.0.1:{port}"
         server = subprocess.Popen([args.binary], env=env)
@@ -125,6 +147,7 @@ def run(kind, args, deadline):
             with ThreadPoolExecutor(max_workers=16) as pool:
                 uids = list(pool.map(uid_of, keys))
         else:
+            result["metrics"] = scrape(port, metrics_port)
             # SIGTERM seals the segments: then every line is in a visible dt=*/*.jsonl file.
             server.terminate()
             server.wait(timeout=30)
@@ -168,6 +191,7 @@ def main():
             f"first {r['first']['per_second']}/s p50 {r['first']['p50_ms']} ms p99 {r['first']['p99_ms']} ms | "
             f"resend {r['resend']['per_second']}/s p50 {r['resend']['p50_ms']} ms p99 {r['resend']['p99_ms']} ms"
             + (f" | {r['segments']} segment files" if "segments" in r else "")
+            + (f" | /metrics {r['metrics']}" if "metrics" in r else "")
         )
         problems = [
             r["lost"] != 0,
@@ -175,6 +199,8 @@ def main():
             r["first"]["not_ok"] != 0,
             r["resend"]["not_ok"] != 0,
             r.get("temporary_files_left", 0) != 0,
+            "metrics" in r and r["metrics"] != {"stored": r["events"], "duplicate": r["events"], "rejected": 1,
+                                                  "store_seconds_count": 2 * r["events"]},
         ]
         if any(problems):
             failures += 1

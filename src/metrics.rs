@@ -1,0 +1,239 @@
+//! What became of each webhook request, counted where an operator can alarm on it.
+//!
+//! - Under Lambda: one CloudWatch Embedded Metric Format line per request on stdout, which
+//!   CloudWatch Logs turns into metrics. No API call, no added latency, no extra permission.
+//! - Locally, with `METRICS_ADDR`: Prometheus (OpenMetrics) text at `/metrics`, on a listener of
+//!   its own, from prometheus-client.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+/// The CloudWatch namespace of the EMF metrics; template.yaml's alarms watch it.
+pub const NAMESPACE: &str = "mailhook";
+/// The one dimension: each distinct dimension set is a metric, billed monthly.
+pub const DIMENSION: &str = "FunctionName";
+
+/// What became of a webhook request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Stored now.
+    Stored,
+    /// Stored before: a resend.
+    Duplicate,
+    /// Refused with a 4xx: nothing to store, or not allowed to.
+    Rejected,
+    /// The write failed or ran out of time: 500, and the sender's one resend is the last chance.
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Stored => "stored",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Rejected => "rejected",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// One request's figures.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub outcome: Outcome,
+    /// A 401 to a request carrying the provider's User-Agent: almost surely a token that changed
+    /// in the panel, which loses every event until it is fixed.
+    pub sender_refused: bool,
+    /// How long the store call took, when there was one.
+    pub store: Option<Duration>,
+}
+
+/// Where samples go.
+#[derive(Debug, Default)]
+pub enum Metrics {
+    /// Nowhere: a local server without `METRICS_ADDR`, and tests.
+    #[default]
+    Off,
+    /// EMF lines on stdout, with the function's name as the dimension.
+    Emf { function_name: String },
+    /// Prometheus counters, read by the `/metrics` listener.
+    Prometheus(Prometheus),
+}
+
+impl Metrics {
+    pub fn record(&self, sample: Sample) {
+        match self {
+            Metrics::Off => {}
+            Metrics::Emf { function_name } => println!("{}", emf_line(function_name, sample, SystemTime::now())),
+            Metrics::Prometheus(p) => {
+                p.requests.get_or_create(&OutcomeLabel { outcome: sample.outcome }).inc();
+                if let Some(store) = sample.store {
+                    p.store_seconds.observe(store.as_secs_f64());
+                }
+            }
+        }
+    }
+}
+
+/// The EMF line for one request: every count (0 or 1) each time, so a sum over any period is
+/// exact, and the store latency when a store was tried.
+pub fn emf_line(function_name: &str, sample: Sample, now: SystemTime) -> String {
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Line<'a> {
+        #[serde(rename = "_aws")]
+        aws: Aws<'a>,
+        function_name: &'a str,
+        stored: u8,
+        duplicate: u8,
+        rejected: u8,
+        store_failed: u8,
+        sender_refused: u8,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        store_latency: Option<f64>,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Aws<'a> {
+        timestamp: u128,
+        cloud_watch_metrics: [Directive<'a>; 1],
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Directive<'a> {
+        namespace: &'a str,
+        dimensions: [[&'a str; 1]; 1],
+        metrics: &'a [Definition],
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Definition {
+        name: &'static str,
+        unit: &'static str,
+    }
+    const fn count(name: &'static str) -> Definition {
+        Definition { name, unit: "Count" }
+    }
+    const COUNTS: [Definition; 5] =
+        [count("Stored"), count("Duplicate"), count("Rejected"), count("StoreFailed"), count("SenderRefused")];
+    const WITH_LATENCY: [Definition; 6] = [
+        count("Stored"),
+        count("Duplicate"),
+        count("Rejected"),
+        count("StoreFailed"),
+        count("SenderRefused"),
+        Definition { name: "StoreLatency", unit: "Milliseconds" },
+    ];
+    let is = |outcome| u8::from(sample.outcome == outcome);
+    let line = Line {
+        aws: Aws {
+            timestamp: now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis(),
+            cloud_watch_metrics: [Directive {
+                namespace: NAMESPACE,
+                dimensions: [[DIMENSION]],
+                metrics: if sample.store.is_some() { &WITH_LATENCY } else { &COUNTS },
+            }],
+        },
+        function_name,
+        stored: is(Outcome::Stored),
+        duplicate: is(Outcome::Duplicate),
+        rejected: is(Outcome::Rejected),
+        store_failed: is(Outcome::Failed),
+        sender_refused: u8::from(sample.sender_refused),
+        store_latency: sample.store.map(|d| (d.as_secs_f64() * 100_000.0).round() / 100.0),
+    };
+    serde_json::to_string(&line).expect("plain fields serialise")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: Outcome,
+}
+
+/// The local server's counters.
+#[derive(Debug)]
+pub struct Prometheus {
+    requests: Family<OutcomeLabel, Counter>,
+    store_seconds: Histogram,
+    registry: Registry,
+}
+
+impl Default for Prometheus {
+    fn default() -> Self {
+        let requests = Family::<OutcomeLabel, Counter>::default();
+        // 1 ms to 10 s: a local sync takes a millisecond or less, an S3 write tens.
+        let buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+        let store_seconds = Histogram::new(buckets);
+        let mut registry = Registry::with_prefix("mailhook");
+        registry.register("requests", "Webhook requests by outcome", requests.clone());
+        registry.register("store_seconds", "Time to store an event, retries included", store_seconds.clone());
+        Prometheus { requests, store_seconds, registry }
+    }
+}
+
+impl Prometheus {
+    /// The OpenMetrics text of every counter.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_emf_line_declares_what_it_carries() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_795_711_572_123);
+        let stored =
+            Sample { outcome: Outcome::Stored, sender_refused: false, store: Some(Duration::from_micros(12_345)) };
+        let line: serde_json::Value = serde_json::from_str(&emf_line("mailhook-fn", stored, at)).unwrap();
+        assert_eq!(line["_aws"]["Timestamp"], 1_795_711_572_123u64);
+        let directive = &line["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], NAMESPACE);
+        assert_eq!(directive["Dimensions"], serde_json::json!([[DIMENSION]]));
+        assert_eq!(line[DIMENSION], "mailhook-fn");
+        for metric in directive["Metrics"].as_array().unwrap() {
+            assert!(line[metric["Name"].as_str().unwrap()].is_number(), "{metric} has its value: {line}");
+        }
+        assert_eq!((line["Stored"].as_u64(), line["StoreFailed"].as_u64()), (Some(1), Some(0)));
+        assert_eq!(line["StoreLatency"], 12.35);
+
+        let refused = Sample { outcome: Outcome::Rejected, sender_refused: true, store: None };
+        let line: serde_json::Value = serde_json::from_str(&emf_line("f", refused, at)).unwrap();
+        let names: Vec<&str> = line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        assert!(!names.contains(&"StoreLatency") && line.get("StoreLatency").is_none(), "no store, no latency");
+        assert_eq!((line["Rejected"].as_u64(), line["SenderRefused"].as_u64()), (Some(1), Some(1)));
+    }
+
+    #[test]
+    fn prometheus_counts_by_outcome() {
+        let metrics = Metrics::Prometheus(Prometheus::default());
+        for outcome in [Outcome::Stored, Outcome::Stored, Outcome::Failed] {
+            metrics.record(Sample { outcome, sender_refused: false, store: Some(Duration::from_millis(3)) });
+        }
+        let Metrics::Prometheus(p) = &metrics else { unreachable!() };
+        let text = p.text();
+        assert!(text.contains("mailhook_requests_total{outcome=\"stored\"} 2"), "{text}");
+        assert!(text.contains("mailhook_store_seconds_count 3"), "{text}");
+    }
+}
