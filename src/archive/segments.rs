@@ -555,7 +555,7 @@ fn whole_lines(file: &File, mut f: impl FnMut(Id)) -> io::Result<u64> {
 
 /// Writes zeros over `from..to` of `file`.
 fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
-    const ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+    static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
     let mut at = from;
     while at < to {
         let n = (to - at).min(ZEROS.len() as u64);
