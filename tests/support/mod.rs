@@ -206,7 +206,10 @@ pub fn stored(root: &Path) -> Vec<(String, Vec<u8>)> {
             out.push((path, bytes));
             continue;
         }
-        for line in bytes.split_inclusive(|&b| b == b'\n') {
+        // A live segment is written with zeros ahead of its lines: they are no line.
+        let live = name.ends_with(".live");
+        let end = if live { bytes.iter().rposition(|&b| b != 0).map_or(0, |at| at + 1) } else { bytes.len() };
+        for line in bytes[..end].split_inclusive(|&b| b == b'\n') {
             let id = serde_json::from_slice::<serde_json::Value>(line)
                 .ok()
                 .and_then(|v| v["id"].as_str().map(str::to_owned));
