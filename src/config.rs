@@ -33,6 +33,9 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// `AWS_LAMBDA_FUNCTION_NAME` (set by Lambda): the dimension of the EMF metrics.
     pub function_name: String,
+    /// `SSL_CERT_FILE` named a file that does not exist: `main` unsets it, so the TLS stack reads
+    /// the system's trust store instead of finding no roots at all.
+    pub ssl_cert_file_missing: Option<String>,
 }
 
 /// Where the archive lives.
@@ -167,11 +170,23 @@ impl Config {
         };
 
         // Read by the TLS stack (rustls-native-certs) when the S3 client is built: one bundle instead
-        // of the default bundle plus every file of the certificate directory. A wrong path would
-        // leave no trusted roots and fail every write, so it is checked here instead.
+        // of the default bundle plus every file of the certificate directory. A file that holds no
+        // certificate would leave no trusted roots and fail every write, so it stops start-up; a
+        // path that does not exist (a guess that missed) falls back to the system's trust store.
+        let mut ssl_cert_file_missing = None;
         if let (Some(path), ArchiveTarget::S3 { .. }) = (get("SSL_CERT_FILE"), &archive) {
+            use rustls_pki_types::CertificateDer;
+            use rustls_pki_types::pem::PemObject;
             match std::fs::metadata(&path) {
-                Ok(meta) if meta.is_file() => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => ssl_cert_file_missing = Some(path),
+                Ok(meta) if meta.is_file() => {
+                    if let Err(e) = CertificateDer::from_pem_file(&path) {
+                        return Err(bad(
+                            "SSL_CERT_FILE",
+                            format!("{path} holds no PEM certificate ({e:?}): it must name a PEM CA bundle"),
+                        ));
+                    }
+                }
                 Ok(_) => {
                     return Err(bad("SSL_CERT_FILE", format!("{path} is not a file: it must name a PEM CA bundle")));
                 }
@@ -195,6 +210,7 @@ impl Config {
             max_connections,
             metrics_addr,
             function_name,
+            ssl_cert_file_missing,
         })
     }
 }
@@ -248,14 +264,23 @@ mod tests {
     }
 
     #[test]
-    fn ssl_cert_file_must_exist_when_writing_to_s3() {
+    fn ssl_cert_file_must_hold_a_certificate_and_falls_back_when_absent() {
         let s3 = [("WEBHOOK_TOKENS", "t"), ("ARCHIVE_URI", "s3://bucket-a/p/")];
-        assert_eq!(failing_var(&[s3[0], s3[1], ("SSL_CERT_FILE", "/nonexistent/ca.pem")]), "SSL_CERT_FILE");
-        assert_eq!(failing_var(&[s3[0], s3[1], ("SSL_CERT_FILE", "/")]), "SSL_CERT_FILE");
-        let bundle = tempfile::NamedTempFile::new().unwrap();
-        assert!(load(&[s3[0], s3[1], ("SSL_CERT_FILE", bundle.path().to_str().unwrap())]).is_ok());
+        let with = |path: &str| load(&[s3[0], s3[1], ("SSL_CERT_FILE", path)]);
+        assert_eq!(with("/").unwrap_err().var, "SSL_CERT_FILE", "a directory");
+        let empty = tempfile::NamedTempFile::new().unwrap();
+        assert_eq!(with(empty.path().to_str().unwrap()).unwrap_err().var, "SSL_CERT_FILE", "an empty file");
+        let not_pem = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(not_pem.path(), "-----BEGIN CERTIFICATE-----\nnot base64 at all\n").unwrap();
+        let err = with(not_pem.path().to_str().unwrap()).unwrap_err();
+        assert_eq!(err.var, "SSL_CERT_FILE", "{err}");
+        let bundle = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/isrg-root-x1.pem");
+        assert_eq!(with(bundle).unwrap().ssl_cert_file_missing, None);
+        // A path that does not exist is not fatal: the system's trust store is used instead.
+        let missing = with("/nonexistent/ca-bundle.crt").unwrap();
+        assert_eq!(missing.ssl_cert_file_missing.as_deref(), Some("/nonexistent/ca-bundle.crt"));
         // A local directory archive makes no TLS connection, so the variable is not its business.
-        assert!(load(&[s3[0], ("SSL_CERT_FILE", "/nonexistent/ca.pem")]).is_ok());
+        assert!(load(&[s3[0], ("SSL_CERT_FILE", "/")]).is_ok());
     }
 
     #[test]

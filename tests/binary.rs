@@ -257,10 +257,11 @@ fn bad_configuration_stops_start_up_with_one_line_naming_the_variable() {
             vec![
                 ("WEBHOOK_TOKENS", "t".to_owned()),
                 ("ARCHIVE_URI", "s3://bucket-a/mail/".to_owned()),
-                ("SSL_CERT_FILE", "/nonexistent/ca-bundle.crt".to_owned()),
+                ("SSL_CERT_FILE", "/dev/null".to_owned()),
             ],
             "SSL_CERT_FILE",
         ),
+        (vec![("WEBHOOK_TOKENS", "t".to_owned()), ("METRICS_ADDR", "everywhere".to_owned())], "METRICS_ADDR"),
     ] {
         let mut run = Running::start(&vars);
         let status = run.child.wait().unwrap();
@@ -309,6 +310,8 @@ async fn lambda_emits_every_metric_the_alarms_watch() {
     let mut env = lambda_env(api, proxy.addr);
     env.push(("AWS_LAMBDA_FUNCTION_NAME", "mailhook-Function-1A2B3C".into()));
     env.push(("AWS_LAMBDA_LOG_LEVEL", "INFO".into()));
+    // A CA bundle path that does not exist falls back to the system's trust store, not a failed Init.
+    env.push(("SSL_CERT_FILE", "/nonexistent/ca-bundle.crt".into()));
     let function = Running::start(&env);
 
     let flags_set = event_text("flags-set.json");
@@ -368,6 +371,7 @@ async fn lambda_emits_every_metric_the_alarms_watch() {
             assert_eq!(line[dimension.as_str()], "mailhook-Function-1A2B3C", "{alarm}: the function's name");
         }
     }
+    assert!(output.contains("SSL_CERT_FILE does not exist; using the system's trust store"), "{output}");
     let failed = lines.iter().find(|l| l["StoreFailed"] == 1).unwrap();
     assert!(failed["StoreLatency"].as_f64().is_some(), "a failed store has its latency: {failed}");
 }
