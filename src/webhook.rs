@@ -202,7 +202,8 @@ impl<'de> Visitor<'de> for FieldsVisitor {
 
 /// Any JSON value, read through and dropped. Unlike `IgnoredAny`, which skips text unchecked,
 /// it decodes every string (so lone surrogate escapes fail) and counts nesting (so the parser's
-/// depth limit applies).
+/// depth limit applies). Numbers arrive as their text (serde_json's `arbitrary_precision`), so
+/// one beyond f64's range is valid JSON here, as RFC 8259 has it.
 struct Checked;
 
 impl<'de> serde::Deserialize<'de> for Checked {
