@@ -68,6 +68,10 @@ proptest! {
         prop_assert_eq!(first.line.iter().filter(|&&b| b == b'\n').count(), 1);
         // data is the sent text compacted, byte for byte (which also means it parses to `value`).
         prop_assert_eq!(stored_data(&first.line), compact.as_str());
+        // The crash recovery keeps exactly the lines that verify: every stored line does.
+        let id = mailhook::record::verify_line(&first.line[..first.line.len() - 1]);
+        let named = id.is_some_and(|id| first.key.ends_with(&format!("/{}.jsonl", mailhook::record::hex(&id))));
+        prop_assert!(named, "the line verifies under its key's id: {}", first.key);
 
         // Received at the same time: the partition rule compares the event time with the receive
         // time, so a resend 15 minutes later of an event about 30 days old can fall on the other

@@ -52,4 +52,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(line.data.get(), compact_json(event.raw), "data is the body compacted");
     assert!(line.data.get().len() <= body.len());
     assert!(record.key.starts_with("p/dt=") && record.key.ends_with(".jsonl"));
+    // Every stored line verifies (the crash recovery keeps only lines that do), under its key's id.
+    let id = mailhook::record::verify_line(&record.line[..record.line.len() - 1]).expect("the stored line verifies");
+    assert!(record.key.ends_with(&format!("/{}.jsonl", mailhook::record::hex(&id))));
 });
