@@ -5,6 +5,7 @@
 //! - Locally, with `METRICS_ADDR`: Prometheus (OpenMetrics) text at `/metrics`, on a listener of
 //!   its own, from prometheus-client.
 
+use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -76,7 +77,11 @@ impl Metrics {
     pub fn record(&self, sample: Sample) {
         match self {
             Metrics::Off => {}
-            Metrics::Emf { function_name } => println!("{}", emf_line(function_name, sample, SystemTime::now())),
+            Metrics::Emf { function_name } => {
+                // Not println!, which panics if stdout is gone: a lost metric must not fail a request.
+                let line = emf_line(function_name, sample, SystemTime::now());
+                let _ = writeln!(std::io::stdout().lock(), "{line}");
+            }
             Metrics::Prometheus(p) => {
                 p.requests.get_or_create(&OutcomeLabel { outcome: sample.outcome }).inc();
                 if let Some(store) = sample.store {
