@@ -270,3 +270,31 @@ fn partition_dates() {
     assert_eq!(partition_date("mail/dt=2026-01-02"), Some(time::macros::date!(2026 - 01 - 02)));
     assert_eq!(partition_date("x"), None);
 }
+
+/// Lines for both sides of UTC midnight, arriving together, each land in their own partition and
+/// are found there after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_across_midnight_goes_to_both_partitions() {
+    let root = tempfile::tempdir().unwrap();
+    let archive = Arc::new(DirArchive::open(root.path()).unwrap());
+    let (key, line) = event(1);
+    let (other_key, other_line) = event(2);
+    let next_day = other_key.replace(DAY, "dt=2026-11-27");
+    let tasks = [(key.clone(), line.clone()), (next_day.clone(), other_line.clone())].map(|(key, line)| {
+        let archive = archive.clone();
+        tokio::spawn(async move { archive.put_new(&key, line).await.unwrap() })
+    });
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), Stored::Created);
+    }
+    archive.close().await;
+    assert_eq!(visible_lines(root.path()), [line.clone()]);
+    let next: Vec<_> = fs::read_dir(root.path().join("dt=2026-11-27")).unwrap().collect();
+    assert_eq!(next.len(), 1);
+    assert_eq!(fs::read(next[0].as_ref().unwrap().path()).unwrap(), other_line);
+
+    let archive = DirArchive::open(root.path()).unwrap();
+    assert_eq!(archive.put_new(&next_day, other_line).await.unwrap(), Stored::AlreadyPresent);
+    assert_eq!(archive.put_new(&key, line).await.unwrap(), Stored::AlreadyPresent);
+    archive.close().await;
+}
