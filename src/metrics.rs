@@ -180,7 +180,7 @@ impl Default for Prometheus {
         let requests = Family::<OutcomeLabel, Counter>::default();
         // Every outcome from the start, at 0, so a rate or an alert on `failed` has a series to read.
         for outcome in [Outcome::Stored, Outcome::Duplicate, Outcome::Rejected, Outcome::Failed] {
-            requests.get_or_create(&OutcomeLabel { outcome });
+            drop(requests.get_or_create(&OutcomeLabel { outcome }));
         }
         // 1 ms to 10 s: a local sync takes a millisecond or less, an S3 write tens.
         let buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];

@@ -288,7 +288,7 @@ async fn a_batch_across_midnight_goes_to_both_partitions() {
         assert_eq!(task.await.unwrap(), Stored::Created);
     }
     archive.close().await;
-    assert_eq!(visible_lines(root.path()), [line.clone()]);
+    assert_eq!(visible_lines(root.path()), std::slice::from_ref(&line));
     let next: Vec<_> = fs::read_dir(root.path().join("dt=2026-11-27")).unwrap().collect();
     assert_eq!(next.len(), 1);
     assert_eq!(fs::read(next[0].as_ref().unwrap().path()).unwrap(), other_line);
