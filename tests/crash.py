@@ -102,7 +102,7 @@ class Reader(threading.Thread):
 
     def __init__(self, archive):
         super().__init__(daemon=True)
-        self.query = (f"SELECT count(*), count(DISTINCT id) FROM read_json_auto('{archive}/**/*.jsonl', "
+        self.query = (f"SELECT count(*), count(DISTINCT id) FROM read_json_auto('{archive}/dt=*/*.jsonl*', "
                       f"hive_partitioning = true)")
         self.reads, self.errors, self.last = 0, [], (0, 0)
         self.running = True

@@ -3,7 +3,9 @@
 //! Under the root, each partition directory (`dt=YYYY-MM-DD`) holds:
 //! - `<segment>.jsonl`: a sealed segment, or the published snapshot of the live one. Readers
 //!   (`dt=*/*.jsonl`) see only these, and only whole lines.
-//! - `.<segment>.jsonl.live`: the segment being appended to. Only its durable length counts.
+//! - `.<segment>.live`: the segment being appended to. Only its durable length counts. Its name
+//!   has no `.jsonl` in it, so a reader's glob (`*.jsonl*`, which matches hidden files too in
+//!   DuckDB) never picks up its zeros ahead.
 //!
 //! One writer thread takes every waiting line, appends each partition's lines with one write,
 //! makes them durable with one `fdatasync`, and only then answers them. An id index per partition
@@ -43,8 +45,11 @@ const TICK: Duration = Duration::from_millis(500);
 const INDEX_DAYS: i64 = 32;
 /// Held while a process writes the directory, so two cannot append to the same segments.
 const LOCK_FILE: &str = ".mailhook.lock";
-const LIVE_SUFFIX: &str = ".jsonl.live";
-const SNAPSHOT_SUFFIX: &str = ".jsonl.snap";
+const LIVE_SUFFIX: &str = ".live";
+const SNAPSHOT_SUFFIX: &str = ".snap";
+/// What the first segment version called them; a start after an upgrade seals and removes these too.
+const OLD_LIVE_SUFFIX: &str = ".jsonl.live";
+const OLD_SNAPSHOT_SUFFIX: &str = ".jsonl.snap";
 
 /// An event id: 16 bytes, the hash that names its key.
 type Id = [u8; 16];
@@ -501,9 +506,12 @@ fn recover(root: &Path) -> io::Result<()> {
         for entry in fs::read_dir(&dir)? {
             let path = entry?.path();
             let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-            if file_name.ends_with(SNAPSHOT_SUFFIX) {
+            let hidden = file_name.strip_prefix('.');
+            if hidden.is_some_and(|n| n.ends_with(SNAPSHOT_SUFFIX) || n.ends_with(OLD_SNAPSHOT_SUFFIX)) {
                 fs::remove_file(&path)?;
-            } else if let Some(name) = file_name.strip_suffix(LIVE_SUFFIX).and_then(|n| n.strip_prefix('.')) {
+            } else if let Some(name) =
+                hidden.and_then(|n| n.strip_suffix(OLD_LIVE_SUFFIX).or_else(|| n.strip_suffix(LIVE_SUFFIX)))
+            {
                 recover_segment(&path, &dir.join(format!("{name}.jsonl")))?;
                 changed = true;
             }

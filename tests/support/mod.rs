@@ -196,10 +196,11 @@ pub fn stored(root: &Path) -> Vec<(String, Vec<u8>)> {
     for (path, bytes) in files(root) {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", &path));
         let stem = name.strip_prefix('.').unwrap_or(name);
-        let Some(stem) = stem.strip_suffix(".jsonl").or_else(|| stem.strip_suffix(".jsonl.live")) else {
+        let Some(stem) = stem.strip_suffix(".jsonl").or_else(|| stem.strip_suffix(".live")) else {
             continue; // the lock file and half-copied snapshots
         };
-        if !name.starts_with('.') && root.join(dir).join(format!(".{name}.live")).exists() {
+        if !name.starts_with('.') && root.join(dir).join(format!(".{}.live", name.trim_end_matches(".jsonl"))).exists()
+        {
             continue; // a snapshot of the live segment read below
         }
         if stem.len() == 32 && stem.bytes().all(|b| b.is_ascii_hexdigit()) {

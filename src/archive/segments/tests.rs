@@ -184,11 +184,11 @@ async fn a_torn_tail_is_cut_back_at_start() {
         // Whatever follows the first line that does not verify was never acknowledged.
         let mut torn = [&line1[..], &line2[..], tail, b"\n", &line3[..]].concat();
         torn.extend_from_slice(&line3[..10]);
-        let live = root.path().join(DAY).join(".20261126T120000.000Z-0001.jsonl.live");
+        let live = root.path().join(DAY).join(".20261126T120000.000Z-0001.live");
         fs::write(&live, &torn).unwrap();
         // The snapshot published before the crash, and a half-copied newer one.
         fs::write(root.path().join(DAY).join("20261126T120000.000Z-0001.jsonl"), &line1).unwrap();
-        fs::write(root.path().join(DAY).join(".20261126T120000.000Z-0001.jsonl.snap"), &line1[..5]).unwrap();
+        fs::write(root.path().join(DAY).join(".20261126T120000.000Z-0001.snap"), &line1[..5]).unwrap();
 
         let archive = DirArchive::open(root.path()).unwrap();
         assert_eq!(names(root.path()), ["20261126T120000.000Z-0001.jsonl"]);
@@ -207,6 +207,7 @@ async fn a_torn_tail_is_cut_back_at_start() {
 async fn a_live_segment_with_no_whole_line_is_removed() {
     let root = tempfile::tempdir().unwrap();
     fs::create_dir(root.path().join(DAY)).unwrap();
+    // Named as the first segment version named live segments: a start after an upgrade seals those too.
     fs::write(root.path().join(DAY).join(".x-0001.jsonl.live"), b"{\"ts\":").unwrap();
     DirArchive::open(root.path()).unwrap().close().await;
     assert!(names(root.path()).is_empty(), "{:?}", names(root.path()));
