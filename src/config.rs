@@ -107,19 +107,8 @@ impl Config {
             return Err(bad("ACCOUNT_ID", "must be a single line"));
         }
 
-        let archive = match get("ARCHIVE_URI") {
-            Some(uri) => parse_archive_uri(uri.trim())?,
-            None if runtime == Runtime::Lambda => {
-                return Err(bad("ARCHIVE_URI", "is not set: in Lambda it must be s3://bucket/prefix/"));
-            }
-            None => ArchiveTarget::Dir(PathBuf::from("data")),
-        };
-        if runtime == Runtime::Lambda && matches!(archive, ArchiveTarget::Dir(_)) {
-            return Err(bad(
-                "ARCHIVE_URI",
-                "must be s3://bucket/prefix/ in Lambda: a local directory would vanish with the instance",
-            ));
-        }
+        let Access { archive, s3_force_path_style, ssl_cert_file_missing } =
+            Access::from_lookup(&get, runtime == Runtime::Lambda)?;
 
         let max_body_bytes = match get("MAX_BODY_BYTES") {
             None => 1024 * 1024,
@@ -160,6 +149,48 @@ impl Config {
         };
         let function_name = get("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "mailhook".into());
 
+        Ok(Config {
+            tokens,
+            account_id,
+            archive,
+            max_body_bytes,
+            store_timeout,
+            s3_force_path_style,
+            runtime,
+            max_connections,
+            metrics_addr,
+            function_name,
+            ssl_cert_file_missing,
+        })
+    }
+}
+
+/// The archive and how to reach it: what the receiver and `mailhook compact` both need.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub archive: ArchiveTarget,
+    pub s3_force_path_style: bool,
+    pub ssl_cert_file_missing: Option<String>,
+}
+
+impl Access {
+    /// Reads `ARCHIVE_URI`, `S3_FORCE_PATH_STYLE` and `SSL_CERT_FILE` through `get` (empty
+    /// values already dropped). Under Lambda the archive must be in S3.
+    fn from_lookup(get: &impl Fn(&str) -> Option<String>, lambda: bool) -> Result<Access, ConfigError> {
+        let archive = match get("ARCHIVE_URI") {
+            Some(uri) => parse_archive_uri(uri.trim())?,
+            None if lambda => {
+                return Err(bad("ARCHIVE_URI", "is not set: in Lambda it must be s3://bucket/prefix/"));
+            }
+            None => ArchiveTarget::Dir(PathBuf::from("data")),
+        };
+        if lambda && matches!(archive, ArchiveTarget::Dir(_)) {
+            return Err(bad(
+                "ARCHIVE_URI",
+                "must be s3://bucket/prefix/ in Lambda: a local directory would vanish with the instance",
+            ));
+        }
+
         let s3_force_path_style = match get("S3_FORCE_PATH_STYLE").as_deref().map(str::trim) {
             None => false,
             Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
@@ -199,18 +230,33 @@ impl Config {
             }
         }
 
-        Ok(Config {
-            tokens,
-            account_id,
-            archive,
-            max_body_bytes,
-            store_timeout,
-            s3_force_path_style,
-            runtime,
-            max_connections,
-            metrics_addr,
-            function_name,
-            ssl_cert_file_missing,
+        Ok(Access { archive, s3_force_path_style, ssl_cert_file_missing })
+    }
+}
+
+/// What `mailhook compact` runs with: the archive, and under Lambda the function's name.
+#[derive(Debug, Clone)]
+pub struct CompactConfig {
+    pub access: Access,
+    /// `AWS_LAMBDA_RUNTIME_API` is set: run as the scheduled compaction function.
+    pub lambda: bool,
+    /// `AWS_LAMBDA_FUNCTION_NAME`: the dimension of the EMF metrics.
+    pub function_name: String,
+}
+
+impl CompactConfig {
+    /// Reads the process environment. `WEBHOOK_TOKENS` and the server's settings are not needed.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let lambda = get("AWS_LAMBDA_RUNTIME_API").is_some();
+        Ok(CompactConfig {
+            access: Access::from_lookup(&get, lambda)?,
+            lambda,
+            function_name: get("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "mailhook-compact".into()),
         })
     }
 }

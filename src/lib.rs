@@ -2,6 +2,7 @@
 //! date-partitioned objects, under AWS Lambda (function URL) or as a plain HTTP server.
 
 pub mod archive;
+pub mod compact;
 pub mod config;
 pub mod http;
 pub mod metrics;
@@ -67,9 +68,19 @@ pub async fn s3_client(config: &Config, loader: aws_config::ConfigLoader) -> aws
         .with_max_attempts(3)
         .with_initial_backoff(std::time::Duration::from_millis(100))
         .with_max_backoff(std::time::Duration::from_secs(1));
+    build_s3_client(loader, config.s3_force_path_style, timeouts, retries).await
+}
+
+/// An S3 client on the SDK's hyper 1 client with rustls on ring, with these timeouts and retries.
+pub async fn build_s3_client(
+    loader: aws_config::ConfigLoader,
+    force_path_style: bool,
+    timeouts: TimeoutConfig,
+    retries: RetryConfig,
+) -> aws_sdk_s3::Client {
     let https = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
     let shared = loader.http_client(https).timeout_config(timeouts).retry_config(retries).load().await;
-    let s3 = aws_sdk_s3::config::Builder::from(&shared).force_path_style(config.s3_force_path_style).build();
+    let s3 = aws_sdk_s3::config::Builder::from(&shared).force_path_style(force_path_style).build();
     aws_sdk_s3::Client::from_conf(s3)
 }
 

@@ -7,7 +7,7 @@
 //! that every line also carries as its last field.
 
 mod s3;
-mod segments;
+pub(crate) mod segments;
 
 use std::future::Future;
 use std::io;

@@ -32,7 +32,7 @@ use super::{Archive, ArchiveError, Stored};
 use crate::record::{parse_hex, verify_line};
 
 /// A segment is sealed, and a new one begun, before a batch would take it past this size.
-const SEGMENT_BYTES: u64 = 32 << 20;
+pub(crate) const SEGMENT_BYTES: u64 = 32 << 20;
 /// The live segment is written with zeros this far ahead of its lines, so that an `fdatasync`
 /// after a batch writes data only: appending past the file's end would also write its inode each
 /// time (about 40 % slower here). Zeros are no line, so the recovery cuts them like a torn tail.
@@ -48,6 +48,8 @@ const LOCK_FILE: &str = ".mailhook.lock";
 const LIVE_SUFFIX: &str = ".live";
 const SNAPSHOT_SUFFIX: &str = ".snap";
 /// What the first segment version called them; a start after an upgrade seals and removes these too.
+/// A segment `mailhook compact` is writing; renamed to `<name>.jsonl` once synced.
+pub(crate) const MERGE_SUFFIX: &str = ".merge";
 const OLD_LIVE_SUFFIX: &str = ".jsonl.live";
 const OLD_SNAPSHOT_SUFFIX: &str = ".jsonl.snap";
 
@@ -105,14 +107,7 @@ impl DirArchive {
     pub(crate) fn open_with(root: impl Into<PathBuf>, tuning: Tuning) -> io::Result<Self> {
         let root = root.into();
         fs::create_dir_all(&root)?;
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(root.join(LOCK_FILE))?;
-        lock.try_lock().map_err(|e| match e {
-            fs::TryLockError::WouldBlock => io::Error::other(format!(
-                "another process holds {}: only one mailhook may write a directory",
-                root.join(LOCK_FILE).display()
-            )),
-            fs::TryLockError::Error(e) => e,
-        })?;
+        let lock = lock(&root)?;
         recover(&root)?;
         sync_dir(&root)?;
         let (jobs, queue) = mpsc::channel();
@@ -127,6 +122,19 @@ impl DirArchive {
         std::thread::Builder::new().name("mailhook-archive".into()).spawn(move || writer.run(&queue))?;
         Ok(DirArchive { root, jobs })
     }
+}
+
+/// Takes the directory's lock, held as long as the file stays open.
+pub(crate) fn lock(root: &Path) -> io::Result<File> {
+    let lock = OpenOptions::new().create(true).truncate(false).write(true).open(root.join(LOCK_FILE))?;
+    lock.try_lock().map_err(|e| match e {
+        fs::TryLockError::WouldBlock => io::Error::other(format!(
+            "another process holds {}: only one mailhook may write a directory",
+            root.join(LOCK_FILE).display()
+        )),
+        fs::TryLockError::Error(e) => e,
+    })?;
+    Ok(lock)
 }
 
 impl Archive for DirArchive {
@@ -288,13 +296,13 @@ fn partition_date(name: &str) -> Option<time::Date> {
 
 /// Segment names: this start's UTC time and a counter, so names sort by age and a new start
 /// never appends to an old segment.
-struct Names {
+pub(crate) struct Names {
     run: String,
     next: u32,
 }
 
 impl Names {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let now = OffsetDateTime::now_utc();
         let run = format!(
             "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
@@ -309,7 +317,7 @@ impl Names {
         Names { run, next: 1 }
     }
 
-    fn next(&mut self) -> String {
+    pub(crate) fn next(&mut self) -> String {
         self.next += 1;
         format!("{}-{:04}", self.run, self.next - 1)
     }
@@ -495,8 +503,8 @@ impl Segment {
 }
 
 /// Seals every live segment an earlier run left in the partitions under `root`, each cut back
-/// to its last line that verifies, and removes leftover snapshots.
-fn recover(root: &Path) -> io::Result<()> {
+/// to its last line that verifies, and removes leftover snapshots and unfinished merges.
+pub(crate) fn recover(root: &Path) -> io::Result<()> {
     for entry in fs::read_dir(root)? {
         let dir = entry?.path();
         if !dir.is_dir() {
@@ -507,7 +515,10 @@ fn recover(root: &Path) -> io::Result<()> {
             let path = entry?.path();
             let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else { continue };
             let hidden = file_name.strip_prefix('.');
-            if hidden.is_some_and(|n| n.ends_with(SNAPSHOT_SUFFIX) || n.ends_with(OLD_SNAPSHOT_SUFFIX)) {
+            // Snapshots are copies, and a merge a compaction did not finish still has its per-event files.
+            if hidden
+                .is_some_and(|n| [SNAPSHOT_SUFFIX, OLD_SNAPSHOT_SUFFIX, MERGE_SUFFIX].iter().any(|s| n.ends_with(s)))
+            {
                 fs::remove_file(&path)?;
             } else if let Some(name) =
                 hidden.and_then(|n| n.strip_suffix(OLD_LIVE_SUFFIX).or_else(|| n.strip_suffix(LIVE_SUFFIX)))
@@ -547,7 +558,7 @@ fn recover_segment(live: &Path, sealed: &Path) -> io::Result<()> {
 /// (or has no newline), and returns the length of the lines before it. Whatever follows such a
 /// line was never acknowledged: an acknowledged line was synced after every line before it.
 /// Reads through a buffer, so memory stays small.
-fn whole_lines(file: &File, mut f: impl FnMut(Id)) -> io::Result<u64> {
+pub(crate) fn whole_lines(file: &File, mut f: impl FnMut(Id)) -> io::Result<u64> {
     let mut reader = BufReader::with_capacity(1 << 16, file);
     reader.seek(SeekFrom::Start(0))?;
     let mut line = Vec::new();
@@ -573,7 +584,7 @@ fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
     Ok(())
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 

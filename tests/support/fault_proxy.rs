@@ -26,12 +26,18 @@ pub enum Fault {
     Reset,
     /// Forward (the object is stored), then drop the connection instead of answering.
     ResetAfterForward,
+    /// Never answer and never forward: the request hangs until the client goes away.
+    Stall,
 }
+
+/// A standing fault for the requests whose `METHOD path?query` line a rule matches.
+type Rule = (Box<dyn Fn(&str) -> bool + Send + Sync>, Fault);
 
 pub struct FaultProxy {
     pub addr: SocketAddr,
     script: Arc<Mutex<VecDeque<Fault>>>,
     standing: Arc<Mutex<Fault>>,
+    rules: Arc<Mutex<Vec<Rule>>>,
     requests: Arc<Mutex<Vec<String>>>,
 }
 
@@ -43,20 +49,26 @@ impl FaultProxy {
             addr: listener.local_addr().unwrap(),
             script: Arc::default(),
             standing: Arc::new(Mutex::new(Fault::Pass)),
+            rules: Arc::default(),
             requests: Arc::default(),
         };
-        let (script, standing, requests) = (proxy.script.clone(), proxy.standing.clone(), proxy.requests.clone());
+        let (script, standing, rules, requests) =
+            (proxy.script.clone(), proxy.standing.clone(), proxy.rules.clone(), proxy.requests.clone());
         let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
-                let (script, standing, requests, client) =
-                    (script.clone(), standing.clone(), requests.clone(), client.clone());
+                let (script, standing, rules, requests, client) =
+                    (script.clone(), standing.clone(), rules.clone(), requests.clone(), client.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                        let fault =
-                            script.lock().unwrap().pop_front().unwrap_or_else(|| standing.lock().unwrap().clone());
-                        requests.lock().unwrap().push(format!("{} {}", request.method(), request.uri()));
+                        let line = format!("{} {}", request.method(), request.uri());
+                        let ruled =
+                            rules.lock().unwrap().iter().find(|(matches, _)| matches(&line)).map(|(_, f)| f.clone());
+                        let fault = ruled.unwrap_or_else(|| {
+                            script.lock().unwrap().pop_front().unwrap_or_else(|| standing.lock().unwrap().clone())
+                        });
+                        requests.lock().unwrap().push(line);
                         let client = client.clone();
                         async move { answer(fault, request, upstream, &client).await }
                     });
@@ -77,6 +89,21 @@ impl FaultProxy {
     /// The fault for every request once the script is used up.
     pub fn always(&self, fault: Fault) {
         *self.standing.lock().unwrap() = fault;
+    }
+
+    /// `fault` for every request whose `METHOD path?query` line `matches`, ahead of the script.
+    pub fn when(&self, matches: impl Fn(&str) -> bool + Send + Sync + 'static, fault: Fault) {
+        self.rules.lock().unwrap().push((Box::new(matches), fault));
+    }
+
+    /// Drops every rule.
+    pub fn clear_rules(&self) {
+        self.rules.lock().unwrap().clear();
+    }
+
+    /// The `METHOD path?query` lines of the requests so far.
+    pub fn request_lines(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
     }
 
     /// How many requests reached the proxy.
@@ -111,6 +138,7 @@ async fn answer(
                 .unwrap())
         }
         Fault::Reset => Err(std::io::Error::other("injected reset")),
+        Fault::Stall => std::future::pending().await,
         Fault::ResetAfterForward => {
             forward(request, upstream, client).await?;
             Err(std::io::Error::other("injected reset after the write"))

@@ -110,9 +110,14 @@ pub struct Running {
 
 impl Running {
     pub fn start(vars: &[(&str, String)]) -> Running {
+        Running::start_args(&[], vars)
+    }
+
+    /// mailhook with these arguments and only these variables (and PATH).
+    pub fn start_args(args: &[&str], vars: &[(&str, String)]) -> Running {
         let log = tempfile::NamedTempFile::new().unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_mailhook"));
-        command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        command.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
         for (k, v) in vars {
             command.env(k, v);
         }

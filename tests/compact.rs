@@ -1,0 +1,399 @@
+//! `mailhook compact` against moto_server (its conditional PUT is atomic, and it paginates
+//! ListObjectsV2 and implements DeleteObjects), run as the real binary behind the fault proxy:
+//! lines byte for byte and each event once; recent partitions and young objects untouched;
+//! idempotence and late arrivals; a fault at each step; SIGKILL at several points, then a rerun.
+//!
+//! moto_server comes from `.venv` (tests/all.sh installs it and puts it on PATH). Without it these
+//! tests say SKIPPED and pass, unless `MAILHOOK_REQUIRE_MOTO` is set, as tests/all.sh sets it.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use futures_util::StreamExt;
+use mailhook::record::{Meta, Record};
+use support::Running;
+use support::fault_proxy::{Fault, FaultProxy};
+use time::macros::datetime;
+use time::{Date, OffsetDateTime};
+
+const BUCKET: &str = "mail-archive";
+const PREFIX: &str = "mail/";
+
+struct Moto {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// moto_server on a free loopback port, with the bucket made; `None` (SKIPPED) if it is not
+/// installed and not required.
+async fn moto() -> Option<(Moto, aws_sdk_s3::Client)> {
+    let addr = support::closed_port();
+    let child = match Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) if std::env::var_os("MAILHOOK_REQUIRE_MOTO").is_none() => {
+            println!("SKIPPED: moto_server cannot be started ({e}); tests/all.sh installs it");
+            return None;
+        }
+        Err(e) => panic!("moto_server cannot be started ({e}): run tests/all.sh, which installs it into .venv"),
+    };
+    let moto = Moto { child, addr };
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(60), "moto_server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = client(addr).await;
+    client.create_bucket().bucket(BUCKET).send().await.unwrap();
+    Some((moto, client))
+}
+
+async fn client(addr: SocketAddr) -> aws_sdk_s3::Client {
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(format!("http://{addr}"))
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "tests"));
+    let timeouts = aws_config::timeout::TimeoutConfig::disabled();
+    mailhook::build_s3_client(loader, true, timeouts, aws_config::retry::RetryConfig::standard()).await
+}
+
+/// The stored line of event number `uid` on `day`, as the receiver builds it, received that day.
+fn record(day: Date, uid: u32) -> Record {
+    let at = day.with_hms(10, 0, 0).unwrap().assume_utc();
+    let body = format!(
+        r#"{{"mailbox":"info@example.com","uid":{uid},"tstamp":{},"event":"new","folder":"INBOX","flags":["\\Recent"],"subject":"Invoice {uid}","snippet":"{}"}}"#,
+        at.unix_timestamp(),
+        "x".repeat((uid % 7) as usize * 40)
+    );
+    let event = mailhook::webhook::parse_body(body.as_bytes(), 1 << 20).unwrap();
+    let meta = Meta { request_id: format!("req-{uid}"), ..Meta::default() };
+    Record::new(&event, &meta, at + Duration::from_secs(u64::from(uid)), PREFIX)
+}
+
+/// Puts each record as the receiver would, 32 at a time.
+async fn seed(client: &aws_sdk_s3::Client, records: &[Record]) {
+    futures_util::stream::iter(records)
+        .map(|r| {
+            client
+                .put_object()
+                .bucket(BUCKET)
+                .key(&r.key)
+                .if_none_match("*")
+                .body(ByteStream::from(r.line.clone()))
+                .send()
+        })
+        .buffer_unordered(32)
+        .for_each(|put| async move {
+            put.unwrap();
+        })
+        .await;
+}
+
+/// Every key in the bucket with its ETag.
+async fn listing(client: &aws_sdk_s3::Client) -> BTreeMap<String, String> {
+    let mut pages = client.list_objects_v2().bucket(BUCKET).into_paginator().send();
+    let mut out = BTreeMap::new();
+    while let Some(page) = pages.next().await {
+        for o in page.unwrap().contents() {
+            out.insert(o.key().unwrap().to_owned(), o.e_tag().unwrap_or_default().to_owned());
+        }
+    }
+    out
+}
+
+/// What a reader of `dt=*/*.jsonl*` sees: every line of every object, gunzipped where the name
+/// says so, with the key it came from.
+async fn read_all(client: &aws_sdk_s3::Client) -> Vec<(String, Vec<u8>)> {
+    let mut lines = Vec::new();
+    for key in listing(client).await.into_keys() {
+        let body = client.get_object().bucket(BUCKET).key(&key).send().await.unwrap().body.collect().await.unwrap();
+        let mut bytes = body.into_bytes().to_vec();
+        if key.ends_with(".gz") {
+            let mut text = Vec::new();
+            flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut text).unwrap();
+            bytes = text;
+        }
+        for line in bytes.split_inclusive(|&b| b == b'\n') {
+            lines.push((key.clone(), line.to_vec()));
+        }
+    }
+    lines
+}
+
+/// Asserts that every record is readable (at least once, or exactly once), byte for byte, and
+/// that nothing else is, apart from `others`.
+async fn assert_readable(client: &aws_sdk_s3::Client, records: &[Record], exactly_once: bool, context: &str) {
+    let lines = read_all(client).await;
+    let mut seen: BTreeMap<&[u8], usize> = BTreeMap::new();
+    for (_, line) in &lines {
+        *seen.entry(&line[..]).or_default() += 1;
+    }
+    for r in records {
+        let n = seen.get(&r.line[..]).copied().unwrap_or(0);
+        assert!(n >= 1, "{context}: {} is lost", r.key);
+        if exactly_once {
+            assert_eq!(n, 1, "{context}: {} is there {n} times", r.key);
+        }
+    }
+    let expected: BTreeSet<&[u8]> = records.iter().map(|r| &r.line[..]).collect();
+    let unexpected: Vec<_> = seen.keys().filter(|l| !expected.contains(*l)).collect();
+    assert!(unexpected.is_empty(), "{context}: lines nobody stored: {unexpected:?}");
+}
+
+fn env(endpoint: SocketAddr) -> Vec<(&'static str, String)> {
+    vec![
+        ("ARCHIVE_URI", format!("s3://{BUCKET}/{PREFIX}")),
+        ("AWS_ENDPOINT_URL_S3", format!("http://{endpoint}")),
+        ("S3_FORCE_PATH_STYLE", "true".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_CONFIG_FILE", "/nonexistent".into()),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".into()),
+    ]
+}
+
+/// Runs `mailhook compact` to its end; returns its exit code and output.
+async fn compact(endpoint: SocketAddr, args: &[&str]) -> (i32, String) {
+    let mut args = args.to_vec();
+    args.insert(0, "compact");
+    let mut run = Running::start_args(&args, &env(endpoint));
+    let started = Instant::now();
+    loop {
+        if let Some(status) = run.child.try_wait().unwrap() {
+            return (status.code().unwrap_or(-1), run.output());
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "compact did not finish:\n{}", run.output());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const D1: Date = time::macros::date!(2026 - 01 - 30);
+const D2: Date = time::macros::date!(2026 - 01 - 31);
+/// After `--through D2`: must stay as it is.
+const D3: Date = time::macros::date!(2026 - 02 - 01);
+
+fn day(date: Date, n: u32) -> Vec<Record> {
+    (0..n).map(|uid| record(date, uid)).collect()
+}
+
+fn keys_under(listing: &BTreeMap<String, String>, date: Date) -> Vec<&str> {
+    let dir = format!("{PREFIX}dt={date}/");
+    listing.keys().filter(|k| k.starts_with(&dir)).map(|k| &k[dir.len()..]).collect()
+}
+
+#[tokio::test]
+async fn merges_byte_for_byte_once_and_leaves_what_is_recent() {
+    let Some((moto, s3)) = moto().await else { return };
+    // Over 1,000 in one partition: the LIST pages, and the deletes take more than one call.
+    let records: Vec<Record> = day(D1, 1100).into_iter().chain(day(D2, 3)).chain(day(D3, 5)).collect();
+    seed(&s3, &records).await;
+    // Not one line with its id: a line from before ids, and an object no receiver wrote.
+    let legacy_key = format!("{PREFIX}dt={D1}/{}", "0123456789abcdef0123456789abcdef.jsonl");
+    s3.put_object()
+        .bucket(BUCKET)
+        .key(&legacy_key)
+        .body(ByteStream::from_static(b"{\"ts\":\"2026-01-30\"}\n"))
+        .send()
+        .await
+        .unwrap();
+
+    // Every object is younger than the default hour: nothing moves.
+    let before = listing(&s3).await;
+    let (code, out) = compact(moto.addr, &["--through", "2026-01-31"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(listing(&s3).await, before, "objects younger than --min-age are left alone");
+
+    let (code, out) =
+        compact(moto.addr, &["--through", "2026-01-31", "--min-age", "0", "--max-object-bytes", "20000"]).await;
+    assert_eq!(code, 0, "{out}");
+    let after = listing(&s3).await;
+    let d1_names = keys_under(&after, D1);
+    let merged: Vec<_> = d1_names.iter().filter(|n| n.starts_with("merged-") && n.ends_with(".jsonl.gz")).collect();
+    assert!(merged.len() >= 3, "capped objects: {d1_names:?}");
+    assert_eq!(d1_names.len(), merged.len() + 1, "only the merged objects and the unmergeable one: {d1_names:?}");
+    assert!(after.contains_key(&legacy_key), "an object that is not a verified line is left in place");
+    assert_eq!(keys_under(&after, D2).len(), 1, "{:?}", keys_under(&after, D2));
+    let d3_before: Vec<_> = keys_under(&before, D3);
+    assert_eq!(keys_under(&after, D3), d3_before, "a partition after --through is untouched");
+    assert!(out.contains("1103 events merged"), "{out}");
+    assert!(out.contains("1 objects skipped"), "{out}");
+    // Each object holds at most the cap of lines.
+    let mut sizes: BTreeMap<String, usize> = BTreeMap::new();
+    for (key, line) in read_all(&s3).await {
+        *sizes.entry(key).or_default() += line.len();
+    }
+    assert!(sizes.iter().filter(|(k, _)| k.ends_with(".gz")).all(|(_, &n)| n <= 20000), "{sizes:?}");
+    s3.delete_object().bucket(BUCKET).key(&legacy_key).send().await.unwrap();
+    assert_readable(&s3, &records, true, "after compacting").await;
+
+    // Again: nothing changes.
+    let (code, out) = compact(moto.addr, &["--through", "2026-01-31", "--min-age", "0"]).await;
+    assert_eq!(code, 0, "{out}");
+    let again = listing(&s3).await;
+    assert_eq!(again, after.into_iter().filter(|(k, _)| *k != legacy_key).collect(), "a second run changes nothing");
+
+    // Late arrivals: a new event, and a resend of a merged one (same id, new receive fields).
+    let late = record(D1, 5000);
+    let mut resend = record(D1, 7);
+    resend.line = bytes::Bytes::from(String::from_utf8(resend.line.to_vec()).unwrap().replace("req-7", "req-7-again"));
+    seed(&s3, &[Record { key: late.key.clone(), line: late.line.clone(), event: None }]).await;
+    seed(&s3, &[Record { key: resend.key.clone(), line: resend.line.clone(), event: None }]).await;
+    let (code, out) = compact(moto.addr, &["--through", "2026-01-31", "--min-age", "0"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 events merged") && out.contains("1 copies of merged events deleted"), "{out}");
+    let mut all = records;
+    all.push(late);
+    assert_readable(&s3, &all, true, "after the late arrivals").await;
+}
+
+/// Seeds two partitions and returns the records; small objects so a partition makes several.
+async fn seeded(s3: &aws_sdk_s3::Client) -> Vec<Record> {
+    let records: Vec<Record> = day(D1, 300).into_iter().chain(day(D2, 40)).collect();
+    seed(s3, &records).await;
+    records
+}
+
+const SMALL: [&str; 6] = ["--through", "2026-01-31", "--min-age", "0", "--max-object-bytes", "8000"];
+
+/// Tells one step's requests from the proxy's request lines, `METHOD path?query`.
+type Step = fn(&str) -> bool;
+
+fn is_list(line: &str) -> bool {
+    line.starts_with("GET ") && line.contains("list-type=2")
+}
+fn is_get(line: &str) -> bool {
+    line.starts_with("GET ") && line.contains(".jsonl") && !line.contains(".jsonl.gz") && !is_list(line)
+}
+fn is_get_merged(line: &str) -> bool {
+    line.starts_with("GET ") && line.contains(".jsonl.gz")
+}
+fn is_put(line: &str) -> bool {
+    line.starts_with("PUT ") && line.contains(".jsonl.gz")
+}
+fn is_delete(line: &str) -> bool {
+    line.starts_with("POST ") && line.contains("delete")
+}
+
+#[tokio::test]
+async fn a_refused_request_at_each_step_fails_the_run_naming_the_partition_and_a_rerun_finishes() {
+    let Some((moto, s3)) = moto().await else { return };
+    let proxy = FaultProxy::start(moto.addr).await;
+    let mut records = seeded(&s3).await;
+    // A first run merges D1, so the later runs also read merged objects.
+    let (code, out) =
+        compact(proxy.addr, &["--through", "2026-01-30", "--min-age", "0", "--max-object-bytes", "8000"]).await;
+    assert_eq!(code, 0, "{out}");
+
+    let steps: [(&str, Step); 5] = [
+        ("list", is_list),
+        ("get a merged object", is_get_merged),
+        ("get", is_get),
+        ("put", is_put),
+        ("delete", is_delete),
+    ];
+    for (n, (step, matches)) in steps.into_iter().enumerate() {
+        // Late arrivals in the merged partition each time, so every step has work to meet.
+        let batch: Vec<Record> = (0..30).map(|i| record(D1, 900 + 30 * n as u32 + i)).collect();
+        seed(&s3, &batch).await;
+        records.extend(batch);
+        // AccessDenied is not retried: the run meets it at once, as after a bucket policy edit.
+        proxy.when(matches, Fault::Error(403, "AccessDenied"));
+        let (code, out) = compact(proxy.addr, &SMALL).await;
+        assert_eq!(code, 1, "{step}: {out}");
+        let last = out.lines().rev().find(|l| l.contains("ERROR")).unwrap_or_default();
+        if step == "list" {
+            assert!(last.contains("listing s3://mail-archive/mail/ failed"), "{step}: {last}");
+        } else {
+            assert!(last.contains("compacting partition dt=2026-01-30 failed"), "{step}: {last}");
+        }
+        proxy.clear_rules();
+        assert_readable(&s3, &records, false, step).await;
+        let (code, out) = compact(proxy.addr, &SMALL).await;
+        assert_eq!(code, 0, "{step}, rerun: {out}");
+        assert_readable(&s3, &records, true, &format!("{step}, after the rerun")).await;
+    }
+}
+
+#[tokio::test]
+async fn sigkill_at_each_point_then_a_rerun_finishes_with_each_event_once() {
+    let Some((moto, s3)) = moto().await else { return };
+    let proxy = FaultProxy::start(moto.addr).await;
+    let mut records = seeded(&s3).await;
+    // Where to stop: the request that stalls, and how many of its kind pass before it.
+    // The last two go together: the first leaves copies, and the second is killed deleting them.
+    let points: [(&str, Step, usize, bool); 5] = [
+        ("listing", is_list, 1, true),
+        ("fetching events", is_get, 40, true),
+        ("writing the second merged object", is_put, 1, true),
+        ("deleting what the second merged object holds", is_delete, 1, false),
+        ("deleting the copies a killed run left", is_delete, 0, true),
+    ];
+    let mut uid = 1000;
+    for (point, matches, pass, rerun) in points {
+        let seen = proxy.request_lines().into_iter().filter(|l| matches(l)).count();
+        let passed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = passed.clone();
+        proxy.when(
+            move |l| matches(l) && counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= pass,
+            Fault::Stall,
+        );
+        let mut args = vec!["compact"];
+        args.extend(SMALL);
+        let mut run = Running::start_args(&args, &env(proxy.addr));
+        let started = Instant::now();
+        while proxy.request_lines().into_iter().filter(|l| matches(l)).count() < seen + pass + 1 {
+            if let Some(status) = run.child.try_wait().unwrap() {
+                panic!("{point}: the run ended ({status}) before it got there:\n{}", run.output());
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "{point}: never got there:\n{}", run.output());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        run.child.kill().unwrap(); // SIGKILL
+        run.child.wait().unwrap();
+        proxy.clear_rules();
+        assert_readable(&s3, &records, false, &format!("killed while {point}")).await;
+        if point.starts_with("deleting what") {
+            // Killed between the two steps: the events of the written object are readable twice.
+            let lines = read_all(&s3).await;
+            let distinct: BTreeSet<_> = lines.iter().map(|(_, l)| l).collect();
+            assert!(distinct.len() < lines.len(), "{point}: expected the window with copies");
+        }
+        if rerun {
+            let (code, out) = compact(proxy.addr, &SMALL).await;
+            assert_eq!(code, 0, "{point}, rerun: {out}");
+            assert_readable(&s3, &records, true, &format!("killed while {point}, then rerun")).await;
+        }
+        // Fresh events for the next point.
+        let batch: Vec<Record> = (uid..uid + 60).map(|n| record(D1, n)).collect();
+        uid += 60;
+        seed(&s3, &batch).await;
+        records.extend(batch);
+    }
+    let (code, out) = compact(proxy.addr, &SMALL).await;
+    assert_eq!(code, 0, "the last rerun: {out}");
+    assert_readable(&s3, &records, true, "in the end").await;
+}
+
+#[test]
+fn the_sample_dates_are_in_the_past() {
+    // The partitions above are compacted with --through; none may be today's.
+    assert!(OffsetDateTime::now_utc() > datetime!(2026-02-02 0:00 UTC));
+}
