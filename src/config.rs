@@ -330,6 +330,28 @@ mod tests {
     }
 
     #[test]
+    fn compaction_needs_no_token_and_the_same_archive_rules() {
+        let compact = |vars: &[(&str, &str)]| {
+            CompactConfig::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned()))
+        };
+        let c = compact(&[]).unwrap();
+        assert_eq!(c.access.archive, ArchiveTarget::Dir(PathBuf::from("data")));
+        assert!(!c.lambda);
+        let c = compact(&[("ARCHIVE_URI", "s3://bkt/mail"), ("S3_FORCE_PATH_STYLE", "1")]).unwrap();
+        assert_eq!(c.access.archive, ArchiveTarget::S3 { bucket: "bkt".into(), prefix: "mail/".into() });
+        assert!(c.access.s3_force_path_style);
+        assert_eq!(compact(&[("ARCHIVE_URI", "s3://B")]).unwrap_err().var, "ARCHIVE_URI");
+        assert_eq!(compact(&[("S3_FORCE_PATH_STYLE", "maybe")]).unwrap_err().var, "S3_FORCE_PATH_STYLE");
+        let lambda = ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001");
+        assert_eq!(compact(&[lambda]).unwrap_err().var, "ARCHIVE_URI", "under Lambda the archive is in S3");
+        assert_eq!(compact(&[lambda, ("ARCHIVE_URI", "/tmp/a")]).unwrap_err().var, "ARCHIVE_URI");
+        let c =
+            compact(&[lambda, ("ARCHIVE_URI", "s3://bkt/"), ("AWS_LAMBDA_FUNCTION_NAME", "stack-compact")]).unwrap();
+        assert!(c.lambda);
+        assert_eq!(c.function_name, "stack-compact");
+    }
+
+    #[test]
     fn missing_tokens_names_the_variable() {
         assert_eq!(failing_var(&[]), "WEBHOOK_TOKENS");
         assert_eq!(failing_var(&[("WEBHOOK_TOKENS", " , ,")]), "WEBHOOK_TOKENS");

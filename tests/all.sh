@@ -30,7 +30,7 @@ step "cfn-lint template.yaml"
 cfn-lint template.yaml && echo "cfn-lint: no errors, no warnings"
 
 step "cargo test"
-cargo test --locked --all-targets
+MAILHOOK_REQUIRE_MOTO=1 cargo test --locked --all-targets
 
 step "cargo test as a non-root user: the same test binaries, run as nobody"
 if [ "$(id -u)" != 0 ]; then

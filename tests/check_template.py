@@ -143,6 +143,33 @@ def main():
     check(params["WebhookTokens"].get("NoEcho") is True and "Default" not in params["WebhookTokens"], "token NoEcho, no default")
     check(resources["MailhookFunction"]["Metadata"]["BuildMethod"] == "rust-cargolambda", "built by cargo-lambda")
 
+    # The compaction function: the same code, its own role, a nightly schedule, a switch.
+    compact = resources["CompactFunction"]
+    cprops = compact["Properties"]
+    check(compact["Condition"] == "CompactionEnabled" and template["Conditions"]["CompactionEnabled"] == {"Fn::Equals": [{"Ref": "Compaction"}, "true"]}
+          and params["Compaction"]["AllowedValues"] == ["true", "false"], "compaction can be turned off with the Compaction parameter")
+    check(cprops["Handler"] == "compact" and cprops["CodeUri"] == function["CodeUri"]
+          and compact["Metadata"] == resources["MailhookFunction"]["Metadata"], "the same code, dispatched by Handler (_HANDLER) = compact")
+    check(cprops["Timeout"] == 900 and cprops["ReservedConcurrentExecutions"] == 1 and cprops["EventInvokeConfig"]["MaximumRetryAttempts"] == 0,
+          "compaction: 15 minutes, one run at a time, no automatic retry")
+    events = list(cprops["Events"].values())
+    check(len(events) == 1 and events[0]["Type"] == "ScheduleV2" and events[0]["Properties"]["ScheduleExpression"].startswith("cron(")
+          and events[0]["Properties"]["ScheduleExpressionTimezone"] == "UTC", "compaction runs nightly from EventBridge Scheduler, in UTC")
+    cstatements = [s for policy in cprops["Policies"] for s in policy["Statement"]]
+    listing = [s for s in cstatements if s["Action"] == "s3:ListBucket"]
+    check(len(listing) == 1 and listing[0]["Resource"] == {"Fn::GetAtt": ["ArchiveBucket", "Arn"]}
+          and listing[0]["Condition"] == {"StringLike": {"s3:prefix": [{"Ref": "ArchivePrefix"}, {"Fn::Sub": "${ArchivePrefix}*"}]}},
+          "compaction lists the bucket under the archive prefix only")
+    objects = [s for s in cstatements if s is not listing[0]]
+    check(len(objects) == 1 and sorted(objects[0]["Action"]) == ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"]
+          and objects[0]["Resource"] == {"Fn::Sub": "${ArchiveBucket.Arn}/${ArchivePrefix}*"},
+          "compaction gets, puts and deletes objects under the archive prefix only")
+    check("WEBHOOK_TOKENS" not in cprops["Environment"]["Variables"], "the compaction function is not given the webhook token")
+    alarms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    watched = {(a["Namespace"], a["MetricName"], a["Dimensions"][0]["Value"]["Ref"]) for a in alarms}
+    check({("mailhook", "CompactionFailed", "CompactFunction"), ("AWS/Lambda", "Errors", "CompactFunction")} <= watched,
+          "a failed compaction alarms: its CompactionFailed metric, and its Lambda errors (timeouts write no metric)")
+
     table = resources["EventsTable"]["Properties"]["TableInput"]
     tp = table["Parameters"]
     check(tp["projection.enabled"] == "true" and tp["projection.dt.type"] == "date", "dt is projected as a date")

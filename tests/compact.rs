@@ -397,3 +397,196 @@ fn the_sample_dates_are_in_the_past() {
     // The partitions above are compacted with --through; none may be today's.
     assert!(OffsetDateTime::now_utc() > datetime!(2026-02-02 0:00 UTC));
 }
+
+/// The local archive: per-event files from before segments are merged into segments.
+mod local {
+    use std::fs;
+    use std::path::Path;
+
+    use mailhook::archive::{Archive, DirArchive, Stored};
+
+    use super::*;
+
+    async fn compact_dir(root: &Path, args: &[&str]) -> (i32, String) {
+        let mut all = vec!["compact"];
+        all.extend_from_slice(args);
+        let mut run = Running::start_args(&all, &[("ARCHIVE_URI", root.display().to_string())]);
+        let status = tokio::task::spawn_blocking(move || {
+            let status = run.child.wait().unwrap();
+            (status, run)
+        })
+        .await
+        .unwrap();
+        (status.0.code().unwrap_or(-1), status.1.output())
+    }
+
+    /// Writes records as the versions before segments did: one file per event, named by its key.
+    fn per_event_files(root: &Path, records: &[Record]) {
+        for r in records {
+            let path = root.join(r.key.strip_prefix(PREFIX).unwrap());
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, &r.line).unwrap();
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn per_event_files_become_segments_once_even_after_a_stopped_run() {
+        let root = tempfile::tempdir().unwrap();
+        let old = day(D1, 400);
+        let recent = day(D3, 4);
+        // What a server on segments wrote beside the old files: also read, and kept as it is.
+        let segment_records = day(D2, 3);
+        let archive = DirArchive::open(root.path()).unwrap();
+        for r in &segment_records {
+            let key = r.key.strip_prefix(PREFIX).unwrap();
+            assert_eq!(archive.put_new(key, r.line.clone()).await.unwrap(), Stored::Created);
+        }
+        archive.close().await;
+        drop(archive);
+        per_event_files(root.path(), &old);
+        per_event_files(root.path(), &recent);
+        // A copy of a segment's event as a per-event file, as a killed run leaves them.
+        per_event_files(root.path(), &segment_records[..1]);
+        // A merge a killed run did not finish.
+        let d1 = root.path().join(format!("dt={D1}"));
+        fs::write(d1.join(".20260130T000000.000Z-0001.merge"), &old[0].line[..20]).unwrap();
+        // A file that is not one verified line: left where it is.
+        fs::write(d1.join("0123456789abcdef0123456789abcdef.jsonl"), b"{\"ts\":\"x\"}\n").unwrap();
+
+        // Young files are left alone by default; the stopped merge is removed at the start.
+        let (code, out) = compact_dir(root.path(), &["--through", "2026-01-31"]).await;
+        assert_eq!(code, 0, "{out}");
+        let d1_names = names(&d1);
+        assert_eq!(d1_names.len(), 401, "{out}");
+        assert!(d1_names.iter().all(|n| !n.starts_with('.')), "the stopped merge is gone: {d1_names:?}");
+
+        // A running server holds the lock: compact says to stop it.
+        let server = DirArchive::open(root.path()).unwrap();
+        let (code, out) = compact_dir(root.path(), &["--through", "2026-01-31", "--min-age", "0"]).await;
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("stop the server before compacting"), "{out}");
+        server.close().await;
+        drop(server);
+
+        let (code, out) =
+            compact_dir(root.path(), &["--through", "2026-01-31", "--min-age", "0", "--max-object-bytes", "50000"])
+                .await;
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("400 events merged") && out.contains("1 copies of merged events deleted"), "{out}");
+        let d1_names = names(&d1);
+        let segments: Vec<_> = d1_names.iter().filter(|n| n.contains('Z')).collect();
+        assert!(segments.len() >= 3, "capped segments: {d1_names:?}");
+        assert_eq!(d1_names.len(), segments.len() + 1, "{d1_names:?}");
+        for name in &segments {
+            assert!(fs::metadata(d1.join(name)).unwrap().len() <= 50000, "{name}");
+        }
+        assert_eq!(names(&root.path().join(format!("dt={D3}"))).len(), 4, "after --through: untouched");
+        fs::remove_file(d1.join("0123456789abcdef0123456789abcdef.jsonl")).unwrap();
+
+        let mut expected: Vec<(String, Vec<u8>)> = old
+            .iter()
+            .chain(&recent)
+            .chain(&segment_records)
+            .map(|r| (r.key.strip_prefix(PREFIX).unwrap().to_owned(), r.line.to_vec()))
+            .collect();
+        expected.sort();
+        assert_eq!(support::stored(root.path()), expected, "each event once, byte for byte");
+
+        // The server, started again, knows the merged events.
+        let archive = DirArchive::open(root.path()).unwrap();
+        let key = old[7].key.strip_prefix(PREFIX).unwrap();
+        assert_eq!(archive.put_new(key, old[7].line.clone()).await.unwrap(), Stored::AlreadyPresent);
+        archive.close().await;
+        drop(archive);
+
+        // Again: nothing changes.
+        let before = support::files(root.path());
+        let (code, out) = compact_dir(root.path(), &["--through", "2026-01-31", "--min-age", "0"]).await;
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(support::files(root.path()), before);
+    }
+}
+
+/// The compaction function: the same binary under the Lambda Runtime API with
+/// `_HANDLER=compact`, one run per invocation, one EMF line each, and an invocation error when a
+/// partition is left unfinished, with the metric the template's alarm watches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compaction_function_runs_per_invocation_and_emits_what_its_alarm_watches() {
+    use support::lambda::{Outcome, alarmed_metrics, runtime_api};
+    let Some((moto, s3)) = moto().await else { return };
+    let proxy = FaultProxy::start(moto.addr).await;
+    let mut records = day(D1, 30);
+    seed(&s3, &records).await;
+    let (api, events, mut outcomes) = runtime_api().await;
+    let mut vars = env(proxy.addr);
+    vars.extend([
+        ("AWS_LAMBDA_RUNTIME_API", api.to_string()),
+        ("_HANDLER", "compact".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_NAME", "mailhook-compact".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
+        ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_owned()),
+    ]);
+    let function = Running::start(&vars);
+
+    let mut invoke = async |id: &str, event: &str| {
+        events.send((id.to_owned(), event.to_owned())).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(60), outcomes.recv()).await.unwrap().unwrap().1
+    };
+    // What the schedule sends ({}), with the defaults: the events are too young.
+    match invoke("nightly", "{}").await {
+        Outcome::Response(r) => assert_eq!(r["merged"], 0, "{r}"),
+        Outcome::Error(e) => panic!("{e}\n{}", function.output()),
+    }
+    match invoke("by-hand", r#"{"through":"2026-01-31","min_age_seconds":0}"#).await {
+        Outcome::Response(r) => assert_eq!(r["merged"], 30, "{r}"),
+        Outcome::Error(e) => panic!("{e}\n{}", function.output()),
+    }
+    assert_readable(&s3, &records, true, "after the function's run").await;
+    let late: Vec<Record> = (100..110).map(|uid| record(D1, uid)).collect();
+    seed(&s3, &late).await;
+    records.extend(late);
+    proxy.when(is_put, Fault::Error(403, "AccessDenied"));
+    match invoke("refused", r#"{"through":"2026-01-31","min_age_seconds":0}"#).await {
+        Outcome::Error(e) => assert!(e.contains("compacting partition dt=2026-01-30 failed"), "{e}"),
+        Outcome::Response(r) => panic!("a refused write must fail the invocation: {r}"),
+    }
+    assert_readable(&s3, &records, false, "after the refused run").await;
+
+    let output = function.output();
+    let lines: Vec<serde_json::Value> = output
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l.get("_aws").is_some())
+        .collect();
+    assert_eq!(lines.len(), 3, "one EMF line per run:\n{output}");
+    assert_eq!(lines.iter().map(|l| l["CompactionFailed"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 0, 1]);
+    assert_eq!(lines[1]["CompactedEvents"], 30);
+    let alarms: Vec<_> = alarmed_metrics()
+        .into_iter()
+        .filter(|(_, ns, metric, _)| ns == "mailhook" && metric.starts_with("Compaction"))
+        .collect();
+    assert!(!alarms.is_empty(), "template.yaml alarms on compaction failures");
+    for (alarm, namespace, metric, dimensions) in alarms {
+        let directive = &lines[2]["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], namespace.as_str(), "{alarm}");
+        assert!(
+            directive["Metrics"].as_array().unwrap().iter().any(|m| m["Name"] == metric.as_str()),
+            "{alarm}: {metric}"
+        );
+        let emitted: Vec<&str> =
+            directive["Dimensions"][0].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+        assert_eq!(emitted, dimensions, "{alarm}");
+        for dimension in &dimensions {
+            assert_eq!(lines[2][dimension.as_str()], "mailhook-compact", "{alarm}");
+        }
+    }
+    assert!(output.contains("compacting a partition failed"), "the failure is logged:\n{output}");
+}

@@ -41,8 +41,8 @@ const DEFAULT_MAX_OBJECT_BYTES: usize = 128 << 20;
 /// The `Handler` of the compaction function in template.yaml; the provided runtime passes it
 /// on as `_HANDLER`.
 pub const HANDLER: &str = "compact";
-/// Under Lambda a run stops starting new work this long before the function's deadline, so it
-/// ends with a report (and a metric) rather than being cut off.
+/// Under Lambda a run stops starting new work this long (or a tenth of its time, if less) before
+/// the function's deadline, so it ends with a report (and a metric) rather than being cut off.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(60);
 /// At most this many GETs are in flight at once.
 pub const GETS_IN_FLIGHT: usize = 64;
@@ -255,19 +255,36 @@ pub async fn serve_lambda(config: CompactConfig) -> Result<(), crate::Error> {
         }
         let deadline = std::time::UNIX_EPOCH + Duration::from_millis(event.context.deadline);
         let left = deadline.duration_since(std::time::SystemTime::now()).unwrap_or_default();
-        options.deadline = Some(Instant::now() + left.saturating_sub(DEADLINE_MARGIN));
-        let report = run(config, &options).await.inspect_err(|e| {
+        options.deadline = Some(Instant::now() + left.saturating_sub(DEADLINE_MARGIN.min(left / 10)));
+        let report = run(config, &options).await.map_err(|e| {
             let failed = Report { failed: vec![(options.through, e.clone())], ..Report::default() };
             emit(&config.function_name, &failed);
+            CompactionFailed(e)
         })?;
         emit(&config.function_name, &report);
         tracing::info!(through = %options.through, "{report}");
         match report.failure() {
-            None => Ok::<_, crate::Error>(serde_json::json!({ "merged": report.merged, "written": report.written })),
-            Some(message) => Err(message.into()),
+            None => Ok(serde_json::json!({ "merged": report.merged, "written": report.written })),
+            Some(message) => Err(CompactionFailed(message)),
         }
     }))
     .await
+}
+
+/// What a failed invocation reports to Lambda.
+#[derive(Debug)]
+pub struct CompactionFailed(String);
+
+impl From<String> for CompactionFailed {
+    fn from(message: String) -> Self {
+        CompactionFailed(message)
+    }
+}
+
+impl From<CompactionFailed> for lambda_http::lambda_runtime::Diagnostic {
+    fn from(e: CompactionFailed) -> Self {
+        lambda_http::lambda_runtime::Diagnostic { error_type: "CompactionFailed".into(), error_message: e.0 }
+    }
 }
 
 fn emit(function_name: &str, report: &Report) {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fault_proxy;
+pub mod lambda;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
