@@ -589,4 +589,6 @@ async fn the_compaction_function_runs_per_invocation_and_emits_what_its_alarm_wa
         }
     }
     assert!(output.contains("compacting a partition failed"), "the failure is logged:\n{output}");
+    // The line the alarm's description tells the operator to look for, in the function's log.
+    assert!(output.contains("compacting partition dt=2026-01-30 failed"), "the failure is logged:\n{output}");
 }

@@ -259,13 +259,17 @@ pub async fn serve_lambda(config: CompactConfig) -> Result<(), crate::Error> {
         let report = run(config, &options).await.map_err(|e| {
             let failed = Report { failed: vec![(options.through, e.clone())], ..Report::default() };
             emit(&config.function_name, &failed);
+            tracing::error!("{e}");
             CompactionFailed(e)
         })?;
         emit(&config.function_name, &report);
         tracing::info!(through = %options.through, "{report}");
         match report.failure() {
             None => Ok(serde_json::json!({ "merged": report.merged, "written": report.written })),
-            Some(message) => Err(CompactionFailed(message)),
+            Some(message) => {
+                tracing::error!("{message}");
+                Err(CompactionFailed(message))
+            }
         }
     }))
     .await
