@@ -5,6 +5,7 @@ pub mod archive;
 pub mod compact;
 pub mod config;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod record;
 pub mod webhook;
@@ -39,7 +40,7 @@ const SPARE_FILES: u64 = 64;
 pub async fn run(config: Config) -> Result<(), Error> {
     match config.archive.clone() {
         ArchiveTarget::S3 { bucket, prefix } => {
-            let client = s3_client(&config, aws_config::defaults(BehaviorVersion::latest())).await;
+            let client = s3_client(&config, sdk_loader(config.runtime == Runtime::Lambda)).await;
             serve(config, S3Archive::new(client, bucket), prefix).await
         }
         ArchiveTarget::Dir(path) => {
@@ -48,6 +49,21 @@ pub async fn run(config: Config) -> Result<(), Error> {
             })?;
             serve(config, archive, String::new()).await
         }
+    }
+}
+
+/// The SDK's configuration loader for the archive's S3 client. Under Lambda the credentials are
+/// the function role's keys, which Lambda puts in the environment, so only that provider is
+/// built: the default chain also builds an STS client (for web identity) while loading, and
+/// checking that client's configuration builds a TLS connector, root certificates and all, for a
+/// client a Lambda never uses (about half a millisecond of Init; BENCHMARKS.md). Elsewhere the
+/// default chain stays: profiles, web identity, containers and instance roles.
+pub fn sdk_loader(lambda: bool) -> aws_config::ConfigLoader {
+    let loader = aws_config::defaults(BehaviorVersion::latest());
+    if lambda {
+        loader.credentials_provider(aws_config::environment::EnvironmentVariableCredentialsProvider::new())
+    } else {
+        loader
     }
 }
 

@@ -19,7 +19,6 @@ mod s3;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use time::{Date, OffsetDateTime};
@@ -228,13 +227,7 @@ async fn s3_client(config: &CompactConfig) -> aws_sdk_s3::Client {
         .operation_attempt_timeout(Duration::from_secs(120))
         .build();
     let retries = RetryConfig::standard().with_max_attempts(5);
-    crate::build_s3_client(
-        aws_config::defaults(BehaviorVersion::latest()),
-        config.access.s3_force_path_style,
-        timeouts,
-        retries,
-    )
-    .await
+    crate::build_s3_client(crate::sdk_loader(config.lambda), config.access.s3_force_path_style, timeouts, retries).await
 }
 
 /// The compaction function: each invocation (the daily schedule) runs once. The event may hold
