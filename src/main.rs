@@ -5,7 +5,7 @@ const USAGE: &str = "usage: mailhook (serve, configured by the environment) | ma
                      [--min-age SECONDS] [--max-object-bytes N]";
 
 fn main() {
-    lambda_http::tracing::init_default_subscriber();
+    mailhook::logging::init();
     let mut args = std::env::args().skip(1);
     let code = match args.next().as_deref() {
         None if std::env::var("_HANDLER").is_ok_and(|h| h == compact::HANDLER) => compact_lambda(),

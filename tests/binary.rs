@@ -294,3 +294,27 @@ async fn lambda_emits_every_metric_the_alarms_watch() {
     let failed = lines.iter().find(|l| l["StoreFailed"] == 1).unwrap();
     assert!(failed["StoreLatency"].as_f64().is_some(), "a failed store has its latency: {failed}");
 }
+
+/// Set by hand past what the template offers, TRACE still logs no token and no body: trace-level
+/// events are compiled out (tracing's `max_level_debug`), the Lambda runtime's "raw JSON event"
+/// line among them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_level_set_by_hand_logs_no_token_and_no_body() {
+    let s3_root = tempfile::tempdir().unwrap();
+    let s3 = s3_server(s3_root.path()).await;
+    let (api, events, mut outcomes) = runtime_api().await;
+    let mut vars = lambda_env(api, s3);
+    vars.retain(|(k, _)| *k != "AWS_LAMBDA_LOG_LEVEL");
+    vars.extend([("AWS_LAMBDA_LOG_LEVEL", "TRACE".to_owned()), ("RUST_LOG", "trace".to_owned())]);
+    let function = Running::start(&vars);
+    for (i, name) in ["new.json", "invalid-json.json"].into_iter().enumerate() {
+        events.send((format!("trace-{i}"), event_text(name))).await.unwrap();
+        let (_, outcome) = tokio::time::timeout(Duration::from_secs(60), outcomes.recv()).await.unwrap().unwrap();
+        assert!(matches!(outcome, Outcome::Response(_)), "{name}: {outcome:?}");
+    }
+    let logs = function.output();
+    assert!(logs.contains("DEBUG"), "debug lines are still there:\n{logs}");
+    for secret in [TOKEN, "Рахунок", "olena@example.org", "raw JSON event"] {
+        assert!(!logs.contains(secret), "{secret:?} reached the logs at TRACE:\n{logs}");
+    }
+}
