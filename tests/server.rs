@@ -156,3 +156,54 @@ async fn sigterm_drains_requests_in_flight() {
     assert_eq!(stored(dir.path()).len(), 2);
     drop(stalls);
 }
+
+/// mailhook under open-file limits set by `ulimit` (soft, then hard), with `MAX_CONNECTIONS`.
+fn under_limits(
+    soft: u32,
+    hard: u32,
+    max_connections: u32,
+    addr: SocketAddr,
+    dir: &std::path::Path,
+) -> std::process::Child {
+    std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("ulimit -S -n {soft} && ulimit -H -n {hard} && exec \"$0\""),
+            env!("CARGO_BIN_EXE_mailhook"),
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("LISTEN_ADDR", addr.to_string())
+        .env("ARCHIVE_URI", dir.display().to_string())
+        .env("WEBHOOK_TOKENS", TOKEN)
+        .env("MAX_CONNECTIONS", max_connections.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The README's claim at its edge: the server raises its soft open-file limit to the hard one,
+/// and starts only if MAX_CONNECTIONS plus 64 spare files fit under it.
+#[tokio::test]
+async fn max_connections_must_fit_under_the_raised_open_file_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    // 136 + 64 = 200 files: fits the hard limit, which the soft limit of 50 is raised to.
+    let addr = closed_port();
+    let mut fits = under_limits(50, 200, 136, addr, dir.path());
+    let started = Instant::now();
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(fits.try_wait().unwrap().is_none(), "exited: {:?}", fits.wait_with_output().unwrap());
+        assert!(started.elapsed() < Duration::from_secs(30), "did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(send_event(addr, 1).await, 200);
+    let _ = fits.kill();
+    let _ = fits.wait();
+
+    // One more connection than fits: refused at start, naming the variable and the limit.
+    let refused = under_limits(200, 200, 137, closed_port(), dir.path()).wait_with_output().unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let output = String::from_utf8_lossy(&refused.stdout).into_owned() + &String::from_utf8_lossy(&refused.stderr);
+    assert!(output.contains("MAX_CONNECTIONS 137 needs 201 open files, but the limit (ulimit -n) is 200"), "{output}");
+}

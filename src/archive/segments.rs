@@ -65,11 +65,18 @@ pub(crate) struct Tuning {
     pub sync: SyncFn,
     pub segment_bytes: u64,
     pub publish_after: Duration,
+    /// How often the writer looks for partitions to let go of.
+    pub evict_every: Duration,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
-        Tuning { sync: File::sync_data, segment_bytes: SEGMENT_BYTES, publish_after: PUBLISH_AFTER }
+        Tuning {
+            sync: File::sync_data,
+            segment_bytes: SEGMENT_BYTES,
+            publish_after: PUBLISH_AFTER,
+            evict_every: Duration::from_secs(60),
+        }
     }
 }
 
@@ -261,13 +268,13 @@ impl Writer {
 
     /// Lets go of partitions that the dt rule can no longer write to, sealing their segments.
     fn evict_old(&mut self) {
-        if self.evicted_at.elapsed() < Duration::from_secs(60) {
+        if self.evicted_at.elapsed() < self.tuning.evict_every {
             return;
         }
         self.evicted_at = Instant::now();
-        let oldest = OffsetDateTime::now_utc().date() - time::Duration::days(INDEX_DAYS);
+        let today = OffsetDateTime::now_utc().date();
         self.partitions.retain(|name, partition| {
-            let keep = partition_date(name).is_none_or(|date| date >= oldest);
+            let keep = reachable(name, today);
             if !keep {
                 partition.seal();
             }
@@ -286,6 +293,12 @@ fn answer_all(jobs: impl Iterator<Item = Job>, err: &io::Error) {
     for job in jobs {
         let _ = job.done.send(Err(io::Error::new(err.kind(), err.to_string())));
     }
+}
+
+/// Whether the dt rule can still write to the partition `name` on `today`: it is at most
+/// `INDEX_DAYS` old, or not dated at all.
+fn reachable(name: &str, today: time::Date) -> bool {
+    partition_date(name).is_none_or(|date| date >= today - time::Duration::days(INDEX_DAYS))
 }
 
 /// The date a partition directory's name gives (`dt=YYYY-MM-DD`, after any prefix).

@@ -299,3 +299,82 @@ async fn a_batch_across_midnight_goes_to_both_partitions() {
     assert_eq!(archive.put_new(&key, line).await.unwrap(), Stored::AlreadyPresent);
     archive.close().await;
 }
+
+/// A real stored line and its key for uid `uid`, dated (and received) on `date`.
+fn event_on(date: time::Date, uid: u32) -> (String, Bytes) {
+    let at = date.with_hms(12, 0, 0).unwrap().assume_utc();
+    let body =
+        format!(r#"{{"mailbox":"a@example.com","uid":{uid},"tstamp":{},"event":"create"}}"#, at.unix_timestamp());
+    let event = parse_body(body.as_bytes(), 1 << 20).unwrap();
+    let record = Record::new(&event, &Meta { request_id: "r".into(), ..Meta::default() }, at, "");
+    assert!(record.key.starts_with(&format!("dt={date}/")), "{}", record.key);
+    (record.key, record.line)
+}
+
+fn files_in(root: &Path, date: time::Date) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(root.join(format!("dt={date}")))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn partitions_are_let_go_of_only_past_the_index_window() {
+    let today = time::macros::date!(2026 - 11 - 28);
+    assert!(reachable("dt=2026-11-28", today));
+    assert!(reachable("dt=2026-10-27", today), "32 days back: still kept");
+    assert!(!reachable("dt=2026-10-26", today), "33 days back: let go of");
+    assert!(reachable("mail/dt=2026-10-27", today), "after a prefix");
+    assert!(reachable("not-a-partition", today), "an undated directory is kept");
+}
+
+/// An old partition is sealed and dropped from memory while the archive runs, one at the edge of
+/// the window is kept, and a resend to the dropped one is still found (its index is read again
+/// from its files): exactly once holds across the eviction.
+#[tokio::test]
+async fn an_evicted_partition_is_sealed_and_a_resend_to_it_is_still_found() {
+    let root = tempfile::tempdir().unwrap();
+    let tuning = Tuning { evict_every: Duration::ZERO, ..Tuning::default() };
+    let archive = DirArchive::open_with(root.path(), tuning).unwrap();
+    let today = OffsetDateTime::now_utc().date();
+    let (edge, old) = (today - time::Duration::days(INDEX_DAYS), today - time::Duration::days(INDEX_DAYS + 1));
+
+    let (old_key, old_line) = event_on(old, 1);
+    let (edge_key, edge_line) = event_on(edge, 2);
+    assert_eq!(archive.put_new(&old_key, old_line.clone()).await.unwrap(), Stored::Created);
+    assert_eq!(archive.put_new(&edge_key, edge_line).await.unwrap(), Stored::Created);
+    // Each batch is followed by an eviction pass; the next write makes sure one has run.
+    let (today_key, today_line) = event_on(today, 3);
+    assert_eq!(archive.put_new(&today_key, today_line).await.unwrap(), Stored::Created);
+
+    assert!(
+        files_in(root.path(), old).iter().all(|n| !n.ends_with(LIVE_SUFFIX)),
+        "sealed: {:?}",
+        files_in(root.path(), old)
+    );
+    assert!(
+        files_in(root.path(), edge).iter().any(|n| n.ends_with(LIVE_SUFFIX)),
+        "kept: {:?}",
+        files_in(root.path(), edge)
+    );
+    assert_eq!(
+        fs::read(
+            root.path()
+                .join(format!("dt={old}"))
+                .join(files_in(root.path(), old).into_iter().find(|n| n.ends_with(".jsonl")).unwrap())
+        )
+        .unwrap(),
+        old_line
+    );
+
+    assert_eq!(archive.put_new(&old_key, old_line.clone()).await.unwrap(), Stored::AlreadyPresent);
+    let (other_key, other_line) = event_on(old, 4);
+    assert_eq!(
+        archive.put_new(&other_key, other_line).await.unwrap(),
+        Stored::Created,
+        "an old partition still takes new lines"
+    );
+    archive.close().await;
+}
