@@ -170,6 +170,17 @@ def main():
     check({("mailhook", "CompactionFailed", "CompactFunction"), ("AWS/Lambda", "Errors", "CompactFunction")} <= watched,
           "a failed compaction alarms: its CompactionFailed metric, and its Lambda errors (timeouts write no metric)")
 
+    # The dashboard shows only metrics the function writes (src/metrics.rs), in their namespace and
+    # dimension, for the receiver function.
+    emitted = set(re.findall(r'(?:count\(|name: )"(\w+)"', (ROOT / "src" / "metrics.rs").read_text()))
+    body = json.loads(re.sub(r"\$\{[^}]+\}", "x", resources["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]))
+    shown = [m for w in body["widgets"] for m in w["properties"]["metrics"]]
+    check({"StoreFailed", "SenderRefused", "StoreLatency"} <= emitted, f"the metrics src/metrics.rs writes: {sorted(emitted)}")
+    check(all(m[0] == "mailhook" and m[1] in emitted or m[0] == "AWS/Lambda" for m in shown)
+          and all(m[2] == "FunctionName" for m in shown),
+          f"the dashboard shows metrics the function writes, by FunctionName: {sorted({m[1] for m in shown})}")
+    check("${MailhookFunction}" in resources["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"], "the dashboard is the receiver's")
+
     table = resources["EventsTable"]["Properties"]["TableInput"]
     tp = table["Parameters"]
     check(tp["projection.enabled"] == "true" and tp["projection.dt.type"] == "date", "dt is projected as a date")
