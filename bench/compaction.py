@@ -53,28 +53,17 @@ def run(binary, events, scratch, free_port, wait_port, log):
     import boto3
     import botocore.config
 
-    moto_port = free_port()
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    import local_s3
+
     moto_log = open(scratch / "moto.log", "w+")
-    moto = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(moto_port)],
-                            stdout=subprocess.DEVNULL, stderr=moto_log)
+    moto, _, s3_env = local_s3.start(BUCKET, moto_log)
     try:
-        wait_port(moto_port, moto, timeout=60)
-        endpoint = f"http://127.0.0.1:{moto_port}"
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
-                          aws_secret_access_key="test",
+        # A client of its own: 32 connections for the 32 threads that copy objects.
+        s3 = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL_S3"], region_name="us-east-1",
+                          aws_access_key_id="test", aws_secret_access_key="test",
                           config=botocore.config.Config(max_pool_connections=32, s3={"addressing_style": "path"}))
-        s3.create_bucket(Bucket=BUCKET)
-        aws = {
-            "AWS_ENDPOINT_URL_S3": endpoint,
-            "S3_FORCE_PATH_STYLE": "true",
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_REGION": "us-east-1",
-            "AWS_CONFIG_FILE": "/nonexistent",
-            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
-            "ARCHIVE_URI": f"s3://{BUCKET}/{PREFIX}",
-            "PATH": os.environ.get("PATH", ""),
-        }
+        aws = {**s3_env, "ARCHIVE_URI": f"s3://{BUCKET}/{PREFIX}", "PATH": os.environ.get("PATH", "")}
         day = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=3)).date()
         started = time.monotonic()
         lines = receive(binary, day, events, scratch / "received", free_port, wait_port)

@@ -12,24 +12,18 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn lambda_env(runtime_api: SocketAddr, s3: SocketAddr) -> Vec<(&'static str, String)> {
-    vec![
+    let mut vars = vec![
         ("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string()),
         ("AWS_LAMBDA_FUNCTION_NAME", "mailhook".into()),
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".into()),
         ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
         ("AWS_LAMBDA_LOG_FORMAT", "JSON".into()),
         ("AWS_LAMBDA_LOG_LEVEL", "DEBUG".into()),
-        ("AWS_REGION", "eu-central-1".into()),
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
-        ("AWS_CONFIG_FILE", "/nonexistent".into()),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".into()),
-        ("AWS_ENDPOINT_URL_S3", format!("http://{s3}")),
-        ("S3_FORCE_PATH_STYLE", "true".into()),
-        ("ARCHIVE_URI", format!("s3://{BUCKET}/mail/")),
         ("WEBHOOK_TOKENS", format!("old-token,{TOKEN}")),
         ("ACCOUNT_ID", ACCOUNT_ID.into()),
-    ]
+    ];
+    vars.extend(s3_archive_env(format!("http://{s3}")));
+    vars
 }
 
 fn fixture(name: &str) -> String {

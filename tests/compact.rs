@@ -22,7 +22,7 @@ use support::fault_proxy::{Fault, FaultProxy};
 use time::macros::datetime;
 use time::{Date, OffsetDateTime};
 
-const BUCKET: &str = "mail-archive";
+use support::BUCKET;
 const PREFIX: &str = "mail/";
 
 struct Moto {
@@ -158,16 +158,7 @@ async fn assert_readable(client: &aws_sdk_s3::Client, records: &[Record], exactl
 }
 
 fn env(endpoint: SocketAddr) -> Vec<(&'static str, String)> {
-    vec![
-        ("ARCHIVE_URI", format!("s3://{BUCKET}/{PREFIX}")),
-        ("AWS_ENDPOINT_URL_S3", format!("http://{endpoint}")),
-        ("S3_FORCE_PATH_STYLE", "true".into()),
-        ("AWS_ACCESS_KEY_ID", "test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test".into()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_CONFIG_FILE", "/nonexistent".into()),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".into()),
-    ]
+    support::s3_archive_env(format!("http://{endpoint}"))
 }
 
 /// Runs `mailhook compact` to its end; returns its exit code and output.

@@ -74,19 +74,12 @@ async fn tls_front(ca: &TestCa, backend: SocketAddr) -> (SocketAddr, Arc<std::sy
 /// mailhook as a local server with an S3 archive at `https://localhost:<port>`.
 async fn mailhook(endpoint: SocketAddr, extra: &[(&str, String)]) -> (Running, SocketAddr) {
     let addr = closed_port();
-    let mut vars = vec![
+    let mut vars = s3_archive_env(format!("https://localhost:{}", endpoint.port()));
+    vars.extend([
         ("LISTEN_ADDR", addr.to_string()),
         ("WEBHOOK_TOKENS", TOKEN.to_owned()),
-        ("ARCHIVE_URI", format!("s3://{BUCKET}/mail/")),
-        ("AWS_ENDPOINT_URL_S3", format!("https://localhost:{}", endpoint.port())),
-        ("S3_FORCE_PATH_STYLE", "true".to_owned()),
-        ("AWS_REGION", "us-east-1".to_owned()),
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
-        ("AWS_CONFIG_FILE", "/nonexistent".to_owned()),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".to_owned()),
         ("STORE_TIMEOUT_MS", "3000".to_owned()),
-    ];
+    ]);
     vars.extend(extra.iter().cloned());
     let server = Running::start(&vars);
     let started = std::time::Instant::now();

@@ -262,6 +262,22 @@ pub async fn s3_server_on(root: &Path, addr: SocketAddr) -> SocketAddr {
     addr
 }
 
+/// The environment that points the mailhook binary at the archive `s3://BUCKET/mail/` on an
+/// S3-compatible server at `endpoint_url`: path-style, the test keys, and none of the machine's
+/// own AWS profile.
+pub fn s3_archive_env(endpoint_url: String) -> Vec<(&'static str, String)> {
+    vec![
+        ("ARCHIVE_URI", format!("s3://{BUCKET}/mail/")),
+        ("AWS_ENDPOINT_URL_S3", endpoint_url),
+        ("S3_FORCE_PATH_STYLE", "true".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+        ("AWS_CONFIG_FILE", "/nonexistent".into()),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".into()),
+    ]
+}
+
 /// A loopback port with nothing listening on it.
 pub fn closed_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
