@@ -17,14 +17,12 @@ pub struct Config {
     pub tokens: Tokens,
     /// `ACCOUNT_ID`: the adm.tools account ID served at `/webhook-confirm.txt`; without it that path is 404.
     pub account_id: Option<String>,
-    /// `ARCHIVE_URI`: where lines go, `s3://bucket/prefix/` or a local directory.
-    pub archive: ArchiveTarget,
+    /// `ARCHIVE_URI`, `S3_FORCE_PATH_STYLE`, `SSL_CERT_FILE`: the archive and how to reach it.
+    pub access: Access,
     /// `MAX_BODY_BYTES`: larger bodies are answered 413.
     pub max_body_bytes: usize,
     /// `STORE_TIMEOUT_MS`: the whole budget for storing one line, retries included; past it the answer is 500.
     pub store_timeout: Duration,
-    /// `S3_FORCE_PATH_STYLE`: address the bucket as `endpoint/bucket/key`, for MinIO and other S3-compatible servers.
-    pub s3_force_path_style: bool,
     /// `AWS_LAMBDA_RUNTIME_API` (set by Lambda) or `LISTEN_ADDR`: how requests arrive.
     pub runtime: Runtime,
     /// `MAX_CONNECTIONS`: how many connections the local server holds open at once.
@@ -33,9 +31,6 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// `AWS_LAMBDA_FUNCTION_NAME` (set by Lambda): the dimension of the EMF metrics.
     pub function_name: String,
-    /// `SSL_CERT_FILE` named a file that does not exist: `main` unsets it, so the TLS stack reads
-    /// the system's trust store instead of finding no roots at all.
-    pub ssl_cert_file_missing: Option<String>,
 }
 
 /// Where the archive lives.
@@ -107,8 +102,7 @@ impl Config {
             return Err(bad("ACCOUNT_ID", "must be a single line"));
         }
 
-        let Access { archive, s3_force_path_style, ssl_cert_file_missing } =
-            Access::from_lookup(&get, runtime == Runtime::Lambda)?;
+        let access = Access::from_lookup(&get, runtime == Runtime::Lambda)?;
 
         let max_body_bytes = match get("MAX_BODY_BYTES") {
             None => 1024 * 1024,
@@ -152,15 +146,13 @@ impl Config {
         Ok(Config {
             tokens,
             account_id,
-            archive,
+            access,
             max_body_bytes,
             store_timeout,
-            s3_force_path_style,
             runtime,
             max_connections,
             metrics_addr,
             function_name,
-            ssl_cert_file_missing,
         })
     }
 }
@@ -168,8 +160,12 @@ impl Config {
 /// The archive and how to reach it: what the receiver and `mailhook compact` both need.
 #[derive(Debug, Clone)]
 pub struct Access {
+    /// `ARCHIVE_URI`: where lines go, `s3://bucket/prefix/` or a local directory.
     pub archive: ArchiveTarget,
+    /// `S3_FORCE_PATH_STYLE`: address the bucket as `endpoint/bucket/key`, for MinIO and other S3-compatible servers.
     pub s3_force_path_style: bool,
+    /// `SSL_CERT_FILE` named a file that does not exist: `main` unsets it, so the TLS stack reads
+    /// the system's trust store instead of finding no roots at all.
     pub ssl_cert_file_missing: Option<String>,
 }
 
@@ -300,11 +296,11 @@ mod tests {
     fn local_defaults() {
         let c = load(&[("WEBHOOK_TOKENS", "t1")]).unwrap();
         assert_eq!(c.runtime, Runtime::Http("127.0.0.1:8080".parse().unwrap()));
-        assert_eq!(c.archive, ArchiveTarget::Dir(PathBuf::from("data")));
+        assert_eq!(c.access.archive, ArchiveTarget::Dir(PathBuf::from("data")));
         assert_eq!(c.max_body_bytes, 1024 * 1024);
         assert_eq!(c.store_timeout, Duration::from_secs(5));
         assert_eq!(c.account_id, None);
-        assert!(!c.s3_force_path_style);
+        assert!(!c.access.s3_force_path_style);
         assert_eq!(c.max_connections, 1024);
         assert_eq!(c.metrics_addr, None);
     }
@@ -321,10 +317,10 @@ mod tests {
         let err = with(not_pem.path().to_str().unwrap()).unwrap_err();
         assert_eq!(err.var, "SSL_CERT_FILE", "{err}");
         let bundle = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/isrg-root-x1.pem");
-        assert_eq!(with(bundle).unwrap().ssl_cert_file_missing, None);
+        assert_eq!(with(bundle).unwrap().access.ssl_cert_file_missing, None);
         // A path that does not exist is not fatal: the system's trust store is used instead.
         let missing = with("/nonexistent/ca-bundle.crt").unwrap();
-        assert_eq!(missing.ssl_cert_file_missing.as_deref(), Some("/nonexistent/ca-bundle.crt"));
+        assert_eq!(missing.access.ssl_cert_file_missing.as_deref(), Some("/nonexistent/ca-bundle.crt"));
         // A local directory archive makes no TLS connection, so the variable is not its business.
         assert!(load(&[s3[0], ("SSL_CERT_FILE", "/")]).is_ok());
     }
@@ -367,12 +363,12 @@ mod tests {
         assert_eq!(failing_var(&[lambda[0], lambda[1], ("ARCHIVE_URI", "/tmp/x")]), "ARCHIVE_URI");
         let c = load(&[lambda[0], lambda[1], ("ARCHIVE_URI", "s3://my-bucket/mail")]).unwrap();
         assert_eq!(c.runtime, Runtime::Lambda);
-        assert_eq!(c.archive, ArchiveTarget::S3 { bucket: "my-bucket".into(), prefix: "mail/".into() });
+        assert_eq!(c.access.archive, ArchiveTarget::S3 { bucket: "my-bucket".into(), prefix: "mail/".into() });
     }
 
     #[test]
     fn archive_uri_forms() {
-        let uri = |u: &str| load(&[("WEBHOOK_TOKENS", "t"), ("ARCHIVE_URI", u)]).map(|c| c.archive);
+        let uri = |u: &str| load(&[("WEBHOOK_TOKENS", "t"), ("ARCHIVE_URI", u)]).map(|c| c.access.archive);
         assert_eq!(uri("s3://bkt").unwrap(), ArchiveTarget::S3 { bucket: "bkt".into(), prefix: String::new() });
         assert_eq!(uri("s3://bkt/").unwrap(), ArchiveTarget::S3 { bucket: "bkt".into(), prefix: String::new() });
         assert_eq!(uri("s3://bkt/a/b/").unwrap(), ArchiveTarget::S3 { bucket: "bkt".into(), prefix: "a/b/".into() });
@@ -406,7 +402,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.max_body_bytes, 2048);
         assert_eq!(c.store_timeout, Duration::from_millis(750));
-        assert!(c.s3_force_path_style);
+        assert!(c.access.s3_force_path_style);
         assert_eq!(c.runtime, Runtime::Http("0.0.0.0:9000".parse().unwrap()));
         assert_eq!(c.account_id.as_deref(), Some("12345"));
     }

@@ -156,7 +156,8 @@ async fn receive<A: Archive>(State(state): State<Arc<AppState<A>>>, request: Req
                 request_id = %meta.request_id,
                 status = 200,
                 event = record.event.as_deref().unwrap_or(""),
-                key = %record.key,
+                partition = %record.key.partition(),
+                id = %record.key.id,
                 stored = ?stored,
                 duration_ms = elapsed_ms,
                 "accepted"
@@ -199,7 +200,7 @@ async fn accept<A: Archive>(
     let stored = tokio::time::timeout(state.store_timeout, put).await;
     *store_time = Some(started.elapsed());
     let stored =
-        stored.map_err(|_| ArchiveError::Timeout { key: record.key.clone(), budget: state.store_timeout })??;
+        stored.map_err(|_| ArchiveError::Timeout { key: record.key.to_string(), budget: state.store_timeout })??;
     Ok((record, stored))
 }
 

@@ -1,106 +1,83 @@
 use mailhook::compact::{self, Options};
-use mailhook::config::{CompactConfig, Config};
+use mailhook::config::{Access, CompactConfig, Config};
 
 const USAGE: &str = "usage: mailhook (serve, configured by the environment) | mailhook compact [--through YYYY-MM-DD] \
                      [--min-age SECONDS] [--max-object-bytes N]";
 
+/// What to run, from the arguments and `_HANDLER`.
+enum Command {
+    Serve,
+    CompactOnce(Vec<String>),
+    CompactLambda,
+    Help(&'static str),
+}
+
+/// How a command ended: 0 done, 1 failed while running, 2 refused to start (arguments or
+/// configuration). The message is logged once.
+type Outcome = Result<(), (i32, String)>;
+
 fn main() {
     mailhook::logging::init();
     let mut args = std::env::args().skip(1);
-    let code = match args.next().as_deref() {
-        None if std::env::var("_HANDLER").is_ok_and(|h| h == compact::HANDLER) => compact_lambda(),
-        None => serve(),
-        Some("compact") => compact_once(args.collect()),
-        Some("-h" | "--help") => {
-            println!("{USAGE}");
-            0
-        }
-        Some(other) => {
-            tracing::error!("unknown command {other:?}: {USAGE}");
-            2
+    let command = match args.next().as_deref() {
+        None if std::env::var("_HANDLER").is_ok_and(|h| h == compact::HANDLER) => Ok(Command::CompactLambda),
+        None => Ok(Command::Serve),
+        Some("compact") => Ok(Command::CompactOnce(args.collect())),
+        Some("-h" | "--help") => Ok(Command::Help(USAGE)),
+        Some(other) => Err((2, format!("unknown command {other:?}: {USAGE}"))),
+    };
+    let code = match command.and_then(run) {
+        Ok(()) => 0,
+        Err((code, message)) => {
+            tracing::error!("{message}");
+            code
         }
     };
     std::process::exit(code);
 }
 
-fn serve() -> i32 {
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(e) => return config_error(&e),
-    };
-    fall_back_from_missing_bundle(config.ssl_cert_file_missing.as_deref());
-    match runtime().block_on(mailhook::run(config)) {
-        Ok(()) => 0,
-        Err(e) => {
-            tracing::error!("{e}");
-            1
+fn run(command: Command) -> Outcome {
+    match command {
+        Command::Help(usage) => {
+            println!("{usage}");
+            Ok(())
         }
-    }
-}
-
-/// `mailhook compact`: one run; exit 0 only if every eligible partition is done.
-fn compact_once(args: Vec<String>) -> i32 {
-    let options = match Options::parse(args, time::OffsetDateTime::now_utc()) {
-        Ok(options) => options,
-        Err(e) => {
-            tracing::error!("{e}");
-            return 2;
+        Command::Serve => {
+            let config = Config::from_env().map_err(refused)?;
+            start(&config.access).block_on(mailhook::run(config)).map_err(failed)
         }
-    };
-    let config = match CompactConfig::from_env() {
-        Ok(config) => config,
-        Err(e) => return config_error(&e),
-    };
-    fall_back_from_missing_bundle(config.access.ssl_cert_file_missing.as_deref());
-    match runtime().block_on(compact::run(&config, &options)) {
-        Ok(report) => {
+        Command::CompactLambda => {
+            let config = CompactConfig::from_env().map_err(refused)?;
+            start(&config.access).block_on(compact::serve_lambda(config)).map_err(failed)
+        }
+        Command::CompactOnce(args) => {
+            let options = match Options::parse(args, time::OffsetDateTime::now_utc()) {
+                Err(usage) if usage == compact::USAGE => return run(Command::Help(compact::USAGE)),
+                parsed => parsed.map_err(|e| (2, e))?,
+            };
+            let config = CompactConfig::from_env().map_err(refused)?;
+            let report = start(&config.access).block_on(compact::run(&config, &options)).map_err(|e| (1, e))?;
             tracing::info!(through = %options.through, "{report}");
-            match report.failure() {
-                None => 0,
-                Some(message) => {
-                    tracing::error!("{message}");
-                    1
-                }
-            }
-        }
-        Err(e) => {
-            tracing::error!("{e}");
-            1
+            report.failure().map_or(Ok(()), |message| Err((1, message)))
         }
     }
 }
 
-/// The compaction function (`Handler: compact`): one run per invocation.
-fn compact_lambda() -> i32 {
-    let config = match CompactConfig::from_env() {
-        Ok(config) => config,
-        Err(e) => return config_error(&e),
-    };
-    fall_back_from_missing_bundle(config.access.ssl_cert_file_missing.as_deref());
-    match runtime().block_on(compact::serve_lambda(config)) {
-        Ok(()) => 0,
-        Err(e) => {
-            tracing::error!("{e}");
-            1
-        }
-    }
+fn refused(e: mailhook::config::ConfigError) -> (i32, String) {
+    (2, e.to_string())
 }
 
-fn config_error(e: &mailhook::config::ConfigError) -> i32 {
-    tracing::error!("{e}");
-    2
+fn failed(e: mailhook::Error) -> (i32, String) {
+    (1, e.to_string())
 }
 
-/// `SSL_CERT_FILE` named a file that does not exist: unset it, so the TLS stack reads the
-/// system's trust store instead of finding no roots at all.
-fn fall_back_from_missing_bundle(missing: Option<&str>) {
-    if let Some(path) = missing {
+/// What every command does once its configuration is read: fall back from a missing CA bundle
+/// while the process is still single-threaded, then start the runtime.
+fn start(access: &Access) -> tokio::runtime::Runtime {
+    if let Some(path) = access.ssl_cert_file_missing.as_deref() {
         tracing::warn!(path = %path, "SSL_CERT_FILE does not exist; using the system's trust store");
         // SAFETY: no other thread exists yet; the runtime, and with it the S3 client, starts later.
         unsafe { std::env::remove_var("SSL_CERT_FILE") };
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the runtime")
 }

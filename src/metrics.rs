@@ -162,6 +162,32 @@ pub fn emf_line(function_name: &str, sample: Sample, now: SystemTime) -> String 
     serde_json::to_string(&line).expect("plain fields serialise")
 }
 
+/// Writes one EMF line for a compaction run. Not println!: a lost metric must not fail the run.
+pub fn emit_compaction(function_name: &str, report: &crate::compact::Report) {
+    let _ = writeln!(std::io::stdout().lock(), "{}", compaction_emf_line(function_name, report, SystemTime::now()));
+}
+
+/// The EMF line for a compaction run: `CompactionFailed` (partitions not finished) is what the
+/// template's alarm watches.
+pub fn compaction_emf_line(function_name: &str, report: &crate::compact::Report, now: SystemTime) -> String {
+    let metric = |name: &str| serde_json::json!({ "Name": name, "Unit": "Count" });
+    serde_json::json!({
+        "_aws": {
+            "Timestamp": now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [[DIMENSION]],
+                "Metrics": [metric("CompactionFailed"), metric("CompactedEvents"), metric("CompactedObjectsWritten")],
+            }],
+        },
+        DIMENSION: function_name,
+        "CompactionFailed": report.failed.len(),
+        "CompactedEvents": report.merged,
+        "CompactedObjectsWritten": report.written,
+    })
+    .to_string()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: Outcome,
@@ -245,5 +271,19 @@ mod tests {
         assert!(text.contains("mailhook_requests_total{outcome=\"stored\"} 2"), "{text}");
         assert!(text.contains("mailhook_store_seconds_count 3"), "{text}");
         assert!(text.contains("mailhook_requests_total{outcome=\"duplicate\"} 0"), "every outcome is there: {text}");
+    }
+
+    #[test]
+    fn the_compaction_emf_line_names_the_alarm_metric() {
+        use crate::compact::Report;
+        let report =
+            Report { failed: vec![(time::macros::date!(2026 - 11 - 26), "x".into())], merged: 5, ..Report::default() };
+        let line: serde_json::Value =
+            serde_json::from_str(&compaction_emf_line("compactor", &report, std::time::SystemTime::now())).unwrap();
+        assert_eq!(line["CompactionFailed"], 1);
+        assert_eq!(line["CompactedEvents"], 5);
+        assert_eq!(line["FunctionName"], "compactor");
+        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], "mailhook");
+        assert_eq!(report.failure().unwrap(), "compacting partition dt=2026-11-26 failed: x");
     }
 }

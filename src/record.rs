@@ -3,10 +3,10 @@
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 use time::{Date, Duration, OffsetDateTime, UtcOffset};
 
+use crate::key::{Id, Key};
 use crate::webhook::Event;
 
 /// An event time further back than this from the receive time is taken as misread.
@@ -27,7 +27,7 @@ pub struct Meta {
 #[derive(Debug)]
 pub struct Record {
     /// `<prefix>dt=YYYY-MM-DD/<content hash>.jsonl`
-    pub key: String,
+    pub key: Key,
     /// One JSON object and a trailing newline.
     pub line: Bytes,
     /// The `event` field as a string, for the log.
@@ -36,9 +36,9 @@ pub struct Record {
 
 /// The stored line is `{ts, ip, ua, data, webhook_id, request_id, event, mailbox, event_time,
 /// flags, id}`: the provider's reference receiver's five fields first, in its order, and last the
-/// content hash that also names the event's key. serde writes the
-/// fields before and after `data`, and the compacted body goes between them as it is, because
-/// wrapping it in a `RawValue` would parse the body once more (3.6 µs for a 20 KB snippet).
+/// content hash that also names the event's key. serde writes the fields before and after `data`,
+/// and the compacted body goes between them as it is: wrapping it in a `RawValue` would parse the
+/// body once more (BENCHMARKS.md, work per event).
 #[derive(Serialize)]
 struct BeforeData<'a> {
     ts: String,
@@ -65,8 +65,9 @@ impl Record {
         let kind = event.event.and_then(text);
         let mailbox = event.mailbox.and_then(text);
 
-        let id = hex(&content_id(data.as_bytes()));
-        let key = format!("{prefix}dt={}/{id}.jsonl", partition_date(event_time, received));
+        let id = Id::of(data.as_bytes());
+        let key = Key::new(prefix, partition_for(event_time, received), id);
+        let id = id.to_string();
         let before = BeforeData {
             ts: rfc3339(received.replace_nanosecond(received.millisecond() as u32 * 1_000_000).unwrap_or(received)),
             ip: meta.ip.as_deref(),
@@ -146,64 +147,40 @@ const AFTER_DATA: &[u8] = b",\"webhook_id\":";
 const ID_FIELD: &[u8] = b",\"id\":\"";
 const ID_HEX: usize = 32;
 
-/// The event's id: the first 16 bytes of a SHA-256 of the compacted JSON, so a resend,
-/// pretty-printed or not, gets the same id and key, and is stored once.
-pub fn content_id(compact: &[u8]) -> [u8; 16] {
-    Sha256::digest(compact)[..16].try_into().expect("SHA-256 is 32 bytes")
-}
-
-/// The id as the 32 lowercase hex digits that name the key and end the line.
-pub fn hex(id: &[u8; 16]) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The id that 32 lowercase hex digits spell, as in a key's file name.
-pub fn parse_hex(text: &[u8]) -> Option<[u8; 16]> {
-    fn digit(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
-    }
-    if text.len() != ID_HEX {
-        return None;
-    }
-    let mut id = [0; 16];
-    for (byte, pair) in id.iter_mut().zip(text.chunks_exact(2)) {
-        *byte = digit(pair[0])? << 4 | digit(pair[1])?;
-    }
-    Some(id)
-}
-
 /// The id of a stored line (without its newline), if the line is whole: it ends with its id, and
 /// its `data` hashes to that id. A line cut short, or overwritten by a crash, fails the hash, so
 /// this is the check that recovers a segment after a power loss.
-pub fn verify_line(line: &[u8]) -> Option<[u8; 16]> {
+pub fn verify_line(line: &[u8]) -> Option<Id> {
     let body = line.strip_suffix(b"\"}")?;
     let (head, id) = body.split_at_checked(body.len().checked_sub(ID_HEX)?)?;
-    let id = parse_hex(id)?;
+    let id = Id::parse_hex(id)?;
     let head = head.strip_suffix(ID_FIELD)?;
     let start = memchr::memmem::find(head, DATA_FIELD)? + DATA_FIELD.len();
     let end = memchr::memmem::rfind(head, AFTER_DATA)?;
-    (start <= end && content_id(&head[start..end]) == id).then_some(id)
+    (start <= end && Id::of(&head[start..end]) == id).then_some(id)
 }
 
-/// The partition: the event's own date, so that a resend lands beside the first try; the receive
-/// date when the event time is missing or implausible, so no event hides outside the dates
-/// users query.
-pub fn partition_date(event_time: Option<OffsetDateTime>, received: OffsetDateTime) -> Date {
+/// Which partition an event goes to: its own date, so that a resend lands beside the first try;
+/// the receive date when the event time is missing or implausible, so no event hides outside
+/// the dates users query.
+pub fn partition_for(event_time: Option<OffsetDateTime>, received: OffsetDateTime) -> Date {
+    let received = received.checked_to_offset(UtcOffset::UTC).unwrap_or(received);
+    let plausible = |t: OffsetDateTime| {
+        received.checked_sub(PLAUSIBLE_PAST).is_some_and(|earliest| t >= earliest)
+            && received.checked_add(PLAUSIBLE_FUTURE).is_none_or(|latest| t <= latest)
+    };
     match event_time {
-        Some(t) if t >= received - PLAUSIBLE_PAST && t <= received + PLAUSIBLE_FUTURE => t.date(),
-        _ => received.to_offset(UtcOffset::UTC).date(),
+        Some(t) if plausible(t) => t.date(),
+        _ => received.date(),
     }
 }
 
 /// Reads `tstamp` loosely: a number or numeric string of seconds (fractions allowed) or
-/// milliseconds, or an RFC 3339 string, in the years 0 to 9999 that RFC 3339 can write. `None`
-/// when it is none of these.
+/// milliseconds, or an RFC 3339 string, whose UTC time falls in the years 0 to 9999 that RFC 3339
+/// can write. `None` when it is none of these: a valid RFC 3339 text whose offset takes it past
+/// those years (`9999-12-31T23:59:59-01:00`) is unreadable, not a panic.
 pub fn event_time(tstamp: &RawValue) -> Option<OffsetDateTime> {
-    read_time(tstamp).map(|t| t.to_offset(UtcOffset::UTC)).filter(|t| (0..=9999).contains(&t.year()))
+    read_time(tstamp).and_then(|t| t.checked_to_offset(UtcOffset::UTC)).filter(|t| (0..=9999).contains(&t.year()))
 }
 
 fn read_time(tstamp: &RawValue) -> Option<OffsetDateTime> {
@@ -292,6 +269,9 @@ mod tests {
             "1e300",
             "12345678901234567",
             "\"2025-11-26 16:46:12\"",
+            // Valid RFC 3339 whose UTC time is past the years RFC 3339 can write.
+            "\"9999-12-31T23:59:59-01:00\"",
+            "\"0000-01-01T00:00:00+00:01\"",
         ] {
             assert_eq!(time_of(unreadable), None, "{unreadable}");
         }
@@ -301,16 +281,16 @@ mod tests {
     fn partition_uses_a_plausible_event_date() {
         let received = datetime!(2026-11-26 00:10 UTC);
         assert_eq!(
-            partition_date(Some(datetime!(2026-11-25 23:55 UTC)), received),
+            partition_for(Some(datetime!(2026-11-25 23:55 UTC)), received),
             datetime!(2026-11-25 0:00 UTC).date()
         );
-        assert_eq!(partition_date(Some(datetime!(2026-10-28 00:10 UTC)), received).to_string(), "2026-10-28");
-        assert_eq!(partition_date(Some(datetime!(2026-11-27 00:10 UTC)), received).to_string(), "2026-11-27");
+        assert_eq!(partition_for(Some(datetime!(2026-10-28 00:10 UTC)), received).to_string(), "2026-10-28");
+        assert_eq!(partition_for(Some(datetime!(2026-11-27 00:10 UTC)), received).to_string(), "2026-11-27");
         // Implausible: a misread unit or a broken clock falls back to the receive date.
-        assert_eq!(partition_date(Some(datetime!(2026-10-27 00:09 UTC)), received).to_string(), "2026-11-26");
-        assert_eq!(partition_date(Some(datetime!(2026-11-27 00:11 UTC)), received).to_string(), "2026-11-26");
-        assert_eq!(partition_date(Some(datetime!(1970-01-21 00:00 UTC)), received).to_string(), "2026-11-26");
-        assert_eq!(partition_date(None, received).to_string(), "2026-11-26");
+        assert_eq!(partition_for(Some(datetime!(2026-10-27 00:09 UTC)), received).to_string(), "2026-11-26");
+        assert_eq!(partition_for(Some(datetime!(2026-11-27 00:11 UTC)), received).to_string(), "2026-11-26");
+        assert_eq!(partition_for(Some(datetime!(1970-01-21 00:00 UTC)), received).to_string(), "2026-11-26");
+        assert_eq!(partition_for(None, received).to_string(), "2026-11-26");
     }
 
     #[test]
@@ -349,8 +329,7 @@ mod tests {
                 "\n"
             )
         );
-        assert_eq!(r.key, "mail/dt=2025-11-26/187f7d499961951ee1c240263b7a8ea0.jsonl");
-        assert_eq!(r.key.len(), "mail/dt=2025-11-26/".len() + 32 + ".jsonl".len());
+        assert_eq!(r.key.format(), "mail/dt=2025-11-26/187f7d499961951ee1c240263b7a8ea0.jsonl");
         assert_eq!(r.event.as_deref(), Some("flags-set"));
     }
 
@@ -361,7 +340,7 @@ mod tests {
         let r = record(body, datetime!(2025-11-26 16:50 UTC));
         let line = &r.line[..r.line.len() - 1];
         let id = verify_line(line).expect("a stored line verifies");
-        assert!(r.key.contains(&hex(&id)), "{}", r.key);
+        assert_eq!(r.key.id, id);
         for cut in 0..line.len() {
             assert_eq!(verify_line(&line[..cut]), None, "cut at {cut}");
         }
@@ -369,9 +348,6 @@ mod tests {
         let at = memchr::memmem::find(&changed, b"m@x").unwrap();
         changed[at] = b'n';
         assert_eq!(verify_line(&changed), None, "a changed byte in data");
-        assert_eq!(parse_hex(hex(&id).as_bytes()), Some(id));
-        assert_eq!(parse_hex(b"0123"), None);
-        assert_eq!(parse_hex(&[b'A'; 32]), None);
     }
 
     #[test]
@@ -406,6 +382,6 @@ mod tests {
         assert_eq!(line["event"], "7");
         assert_eq!(line["mailbox"], serde_json::Value::Null);
         assert_eq!(line["event_time"], serde_json::Value::Null);
-        assert!(r.key.starts_with("mail/dt=2026-01-02/"));
+        assert!(r.key.format().starts_with("mail/dt=2026-01-02/"));
     }
 }

@@ -1,10 +1,9 @@
 //! Where lines go. The seam is one call, "put this line under this key if the key is absent",
 //! with two homes behind it:
 //! - `s3.rs`: one object per event in an S3 bucket, created only if absent;
-//! - `segments.rs`: a local directory of append-only segment files, many lines each.
+//! - `segments/`: a local directory of append-only segment files, many lines each.
 //!
-//! Both use the same keys, `<prefix>dt=YYYY-MM-DD/<id>.jsonl`, where `<id>` is the content hash
-//! that every line also carries as its last field.
+//! Both take the same `Key` (`key.rs`).
 
 mod s3;
 pub(crate) mod segments;
@@ -16,6 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::key::Key;
 pub use s3::S3Archive;
 pub use segments::DirArchive;
 
@@ -45,7 +45,7 @@ pub enum ArchiveError {
 /// The storage seam: put these bytes under this key, only if the key is absent.
 /// `Ok` means the bytes are durably stored under the key, now or before.
 pub trait Archive: Send + Sync + 'static {
-    fn put_new(&self, key: &str, line: Bytes) -> impl Future<Output = Result<Stored, ArchiveError>> + Send;
+    fn put_new(&self, key: &Key, line: Bytes) -> impl Future<Output = Result<Stored, ArchiveError>> + Send;
 
     /// Finishes what is open (the local archive seals its segments) before the process exits.
     fn close(&self) -> impl Future<Output = ()> + Send {

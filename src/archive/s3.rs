@@ -2,11 +2,13 @@
 
 use std::time::Duration;
 
-use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
 use super::{Archive, ArchiveError, CONTENT_TYPE, Stored};
+use crate::key::Key;
+use crate::s3::status;
 
 /// How many times a write is tried while S3 reports a concurrent conditional write (409).
 const CONFLICT_ATTEMPTS: u32 = 4;
@@ -24,14 +26,15 @@ impl S3Archive {
 }
 
 impl Archive for S3Archive {
-    async fn put_new(&self, key: &str, line: Bytes) -> Result<Stored, ArchiveError> {
+    async fn put_new(&self, key: &Key, line: Bytes) -> Result<Stored, ArchiveError> {
+        let key = key.format();
         let mut attempt = 1;
         loop {
             let result = self
                 .client
                 .put_object()
                 .bucket(&self.bucket)
-                .key(key)
+                .key(&key)
                 .content_type(CONTENT_TYPE)
                 .if_none_match("*")
                 .body(ByteStream::from(line.clone()))
@@ -41,11 +44,7 @@ impl Archive for S3Archive {
                 Ok(_) => return Ok(Stored::Created),
                 Err(err) => err,
             };
-            let status = match &err {
-                SdkError::ServiceError(e) => Some(e.raw().status().as_u16()),
-                _ => None,
-            };
-            match status {
+            match status(&err) {
                 // If-None-Match failed: the object is there already.
                 Some(412) => return Ok(Stored::AlreadyPresent),
                 // ConditionalRequestConflict: another write to the key is in flight; its outcome decides.
@@ -56,7 +55,7 @@ impl Archive for S3Archive {
                 _ => {
                     return Err(ArchiveError::S3 {
                         bucket: self.bucket.clone(),
-                        key: key.to_owned(),
+                        key,
                         detail: DisplayErrorContext(&err).to_string(),
                     });
                 }

@@ -13,18 +13,19 @@
 //! per-event objects leaves each of those events readable twice until the next run deletes the
 //! copies; readers count `DISTINCT id` for an exact count.
 
-mod dir;
+mod lambda;
 mod s3;
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime};
 
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
 use time::{Date, OffsetDateTime};
 
+pub use self::lambda::serve_lambda;
 use crate::config::{ArchiveTarget, CompactConfig};
-use crate::record::{parse_hex, verify_line};
+use crate::key::Id;
+use crate::record::verify_line;
 
 /// Partitions this many days before today (UTC) and older are compacted by default: every
 /// event in them is at least a day old.
@@ -40,9 +41,8 @@ const DEFAULT_MAX_OBJECT_BYTES: usize = 128 << 20;
 /// The `Handler` of the compaction function in template.yaml; the provided runtime passes it
 /// on as `_HANDLER`.
 pub const HANDLER: &str = "compact";
-/// Under Lambda a run stops starting new work this long (or a tenth of its time, if less) before
-/// the function's deadline, so it ends with a report (and a metric) rather than being cut off.
-const DEADLINE_MARGIN: Duration = Duration::from_secs(60);
+/// The usage line of `mailhook compact`.
+pub const USAGE: &str = "usage: mailhook compact [--through YYYY-MM-DD] [--min-age SECONDS] [--max-object-bytes N]";
 /// At most this many GETs are in flight at once.
 pub const GETS_IN_FLIGHT: usize = 64;
 
@@ -71,6 +71,7 @@ impl Options {
     }
 
     /// Reads `[--through YYYY-MM-DD] [--min-age SECONDS] [--max-object-bytes N]`.
+    /// `-h` or `--help` is an `Err` of the usage line alone.
     pub fn parse(args: impl IntoIterator<Item = String>, now: OffsetDateTime) -> Result<Options, String> {
         let mut options = Options::defaults(now);
         let mut args = args.into_iter();
@@ -99,11 +100,8 @@ impl Options {
                         .filter(|&n| n >= 1)
                         .ok_or_else(|| format!("--max-object-bytes must be a whole number of bytes, got {v:?}"))?;
                 }
-                other => {
-                    return Err(format!(
-                        "unknown argument {other:?}: usage: mailhook compact [--through YYYY-MM-DD] [--min-age SECONDS] [--max-object-bytes N]"
-                    ));
-                }
+                "-h" | "--help" => return Err(USAGE.to_owned()),
+                other => return Err(format!("unknown argument {other:?}: {USAGE}")),
             }
         }
         Ok(options)
@@ -114,19 +112,9 @@ fn parse_date(text: &str) -> Option<Date> {
     Date::parse(text.trim(), time::macros::format_description!("[year]-[month]-[day]")).ok()
 }
 
-/// The date of a partition directory or prefix named `dt=YYYY-MM-DD`.
-fn partition_date(name: &str) -> Option<Date> {
-    parse_date(name.trim_end_matches('/').strip_prefix("dt=")?)
-}
-
-/// The id a per-event key's file name spells: `<32 hex>.jsonl`.
-fn per_event_id(file_name: &str) -> Option<[u8; 16]> {
-    parse_hex(file_name.strip_suffix(".jsonl")?.as_bytes())
-}
-
 /// Checks that `body` is one whole stored line whose id is `id`. Anything else (a line written
 /// before lines carried their id, or an object mailhook did not write) is left where it is.
-fn mergeable(body: &[u8], id: &[u8; 16]) -> bool {
+pub(crate) fn mergeable(body: &[u8], id: &Id) -> bool {
     body.strip_suffix(b"\n").is_some_and(|line| !line.contains(&b'\n') && verify_line(line).as_ref() == Some(id))
 }
 
@@ -149,26 +137,27 @@ pub struct Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = |count: u64, one: &str, many: &str| format!("{count} {}", if count == 1 { one } else { many });
         write!(
             f,
-            "{} partitions considered, {} events merged into {} objects, {} copies of merged events deleted, {} objects skipped, {} partitions failed",
-            self.partitions,
-            self.merged,
-            self.written,
-            self.already_merged,
-            self.skipped,
-            self.failed.len()
+            "{} considered, {} merged into {}, {} of merged events deleted, {} skipped, {} failed",
+            n(self.partitions as u64, "partition", "partitions"),
+            n(self.merged, "event", "events"),
+            n(self.written, "object", "objects"),
+            n(self.already_merged, "copy", "copies"),
+            n(self.skipped, "object", "objects"),
+            n(self.failed.len() as u64, "partition", "partitions"),
         )
     }
 }
 
 /// What one partition's run did; added into the `Report`.
 #[derive(Debug, Default)]
-struct Done {
-    merged: u64,
-    already_merged: u64,
-    written: u64,
-    skipped: u64,
+pub(crate) struct Done {
+    pub merged: u64,
+    pub already_merged: u64,
+    pub written: u64,
+    pub skipped: u64,
 }
 
 impl Report {
@@ -195,119 +184,74 @@ impl Report {
 }
 
 /// Stops work that would start after the deadline.
-fn out_of_time(options: &Options) -> Option<String> {
+pub(crate) fn out_of_time(options: &Options) -> Option<String> {
     options
         .deadline
         .filter(|d| Instant::now() >= *d)
         .map(|_| "stopped before the function's timeout; the next run goes on from here".to_owned())
 }
 
-/// Compacts the archive `config` names. Partitions are done one after another, oldest first; a
-/// failed partition is reported and the run goes on with the next.
+/// Per-event objects last modified at or before this are old enough to merge. A `min_age`
+/// further back than the clock can go means none is.
+pub(crate) fn cutoff(options: &Options) -> SystemTime {
+    SystemTime::now().checked_sub(options.min_age).unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// One archive's side of a run: which partitions it has, and how to compact one of them.
+pub(crate) trait Compactor: Send {
+    /// The dates of the archive's partitions.
+    fn dates(&mut self) -> impl Future<Output = Result<Vec<Date>, String>> + Send;
+    /// Compacts one partition, counting what it did in `done` as it goes.
+    fn partition(
+        &mut self,
+        date: Date,
+        options: &Options,
+        done: &mut Done,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// The run itself, the same for every archive: partitions one after another, oldest first, none
+/// started after the deadline; a failed partition is reported and the run goes on with the next.
+pub(crate) async fn drive(compactor: &mut impl Compactor, options: &Options) -> Result<Report, String> {
+    let mut dates = compactor.dates().await?;
+    dates.sort();
+    let mut report = Report::default();
+    for date in dates.into_iter().filter(|d| *d <= options.through) {
+        report.partitions += 1;
+        let mut done = Done::default();
+        let result = match out_of_time(options) {
+            Some(why) => Err(why),
+            None => compactor.partition(date, options, &mut done).await,
+        };
+        report.add(&done);
+        match result {
+            Ok(()) => tracing::info!(
+                partition = %date, merged = done.merged, written = done.written,
+                already_merged = done.already_merged, skipped = done.skipped, "partition compacted"
+            ),
+            Err(why) => {
+                tracing::error!(partition = %date, error = %why, "compacting a partition failed");
+                report.failed.push((date, why));
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Compacts the archive `config` names.
 pub async fn run(config: &CompactConfig, options: &Options) -> Result<Report, String> {
     match &config.access.archive {
         ArchiveTarget::S3 { bucket, prefix } => {
-            let client = s3_client(config).await;
-            s3::Compactor { client, bucket: bucket.clone(), prefix: prefix.clone() }.run(options).await
+            let client = crate::s3::compaction_client(&config.access, config.lambda).await;
+            drive(&mut s3::S3Compactor { client, bucket: bucket.clone(), prefix: prefix.clone() }, options).await
         }
         ArchiveTarget::Dir(root) => {
             let (root, options) = (root.clone(), options.clone());
-            tokio::task::spawn_blocking(move || dir::run(&root, &options))
+            tokio::task::spawn_blocking(move || crate::archive::segments::compact::run(&root, &options))
                 .await
                 .map_err(|e| format!("the local compaction stopped: {e}"))?
         }
     }
-}
-
-/// The S3 client for compaction: longer attempts than the receiver's (a merged object is up to
-/// `max_object_bytes`), and more retries, since nobody is waiting on an answer.
-async fn s3_client(config: &CompactConfig) -> aws_sdk_s3::Client {
-    let timeouts = TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .operation_attempt_timeout(Duration::from_secs(120))
-        .build();
-    let retries = RetryConfig::standard().with_max_attempts(5);
-    crate::build_s3_client(crate::sdk_loader(config.lambda), config.access.s3_force_path_style, timeouts, retries).await
-}
-
-/// The compaction function: each invocation (the daily schedule) runs once. The event may hold
-/// `{"through": "YYYY-MM-DD", "min_age_seconds": N}`; anything else in it is ignored. A run that
-/// leaves a partition unfinished returns an error, which Lambda counts in `Errors`, after one
-/// EMF line whose `CompactionFailed` the template's alarm watches.
-pub async fn serve_lambda(config: CompactConfig) -> Result<(), crate::Error> {
-    use lambda_http::{LambdaEvent, service_fn};
-    let config = &config;
-    lambda_http::lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        let mut options = Options::defaults(OffsetDateTime::now_utc());
-        if let Some(through) = event.payload.get("through").and_then(|v| v.as_str()) {
-            options.through = parse_date(through)
-                .ok_or_else(|| format!("\"through\" must be a date such as 2026-11-26, got {through:?}"))?;
-        }
-        if let Some(seconds) = event.payload.get("min_age_seconds").and_then(serde_json::Value::as_u64) {
-            options.min_age = Duration::from_secs(seconds);
-        }
-        let deadline = std::time::UNIX_EPOCH + Duration::from_millis(event.context.deadline);
-        let left = deadline.duration_since(std::time::SystemTime::now()).unwrap_or_default();
-        options.deadline = Some(Instant::now() + left.saturating_sub(DEADLINE_MARGIN.min(left / 10)));
-        let report = run(config, &options).await.map_err(|e| {
-            let failed = Report { failed: vec![(options.through, e.clone())], ..Report::default() };
-            emit(&config.function_name, &failed);
-            tracing::error!("{e}");
-            CompactionFailed(e)
-        })?;
-        emit(&config.function_name, &report);
-        tracing::info!(through = %options.through, "{report}");
-        match report.failure() {
-            None => Ok(serde_json::json!({ "merged": report.merged, "written": report.written })),
-            Some(message) => {
-                tracing::error!("{message}");
-                Err(CompactionFailed(message))
-            }
-        }
-    }))
-    .await
-}
-
-/// What a failed invocation reports to Lambda.
-#[derive(Debug)]
-pub struct CompactionFailed(String);
-
-impl From<String> for CompactionFailed {
-    fn from(message: String) -> Self {
-        CompactionFailed(message)
-    }
-}
-
-impl From<CompactionFailed> for lambda_http::lambda_runtime::Diagnostic {
-    fn from(e: CompactionFailed) -> Self {
-        lambda_http::lambda_runtime::Diagnostic { error_type: "CompactionFailed".into(), error_message: e.0 }
-    }
-}
-
-fn emit(function_name: &str, report: &Report) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stdout().lock(), "{}", emf_line(function_name, report, std::time::SystemTime::now()));
-}
-
-/// One EMF line for a compaction run: `CompactionFailed` (partitions not finished) is what the
-/// template's alarm watches.
-pub fn emf_line(function_name: &str, report: &Report, now: std::time::SystemTime) -> String {
-    let metric = |name: &str| serde_json::json!({ "Name": name, "Unit": "Count" });
-    serde_json::json!({
-        "_aws": {
-            "Timestamp": now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
-            "CloudWatchMetrics": [{
-                "Namespace": crate::metrics::NAMESPACE,
-                "Dimensions": [[crate::metrics::DIMENSION]],
-                "Metrics": [metric("CompactionFailed"), metric("CompactedEvents"), metric("CompactedObjectsWritten")],
-            }],
-        },
-        crate::metrics::DIMENSION: function_name,
-        "CompactionFailed": report.failed.len(),
-        "CompactedEvents": report.merged,
-        "CompactedObjectsWritten": report.written,
-    })
-    .to_string()
 }
 
 #[cfg(test)]
@@ -341,14 +285,20 @@ mod tests {
     }
 
     #[test]
-    fn names_are_read_strictly() {
-        assert_eq!(partition_date("dt=2026-11-26/"), Some(time::macros::date!(2026 - 11 - 26)));
-        assert_eq!(partition_date("dt=2026-11-26"), Some(time::macros::date!(2026 - 11 - 26)));
-        assert_eq!(partition_date("dt=2026-11"), None);
-        assert_eq!(partition_date("year=2026"), None);
-        assert!(per_event_id("0123456789abcdef0123456789abcdef.jsonl").is_some());
-        assert!(per_event_id("0123456789abcdef0123456789abcdef.jsonl.gz").is_none());
-        assert!(per_event_id("merged-0123456789abcdef0123456789abcdef.jsonl").is_none());
+    fn help_is_the_usage_line_and_a_huge_min_age_merges_nothing() {
+        assert_eq!(parse(&["--help"]).unwrap_err(), USAGE);
+        assert_eq!(parse(&["-h"]).unwrap_err(), USAGE);
+        let o = parse(&["--min-age", &u64::MAX.to_string()]).unwrap();
+        assert_eq!(cutoff(&o), SystemTime::UNIX_EPOCH);
+    }
+
+    #[test]
+    fn the_report_counts_in_words() {
+        let one = Report { partitions: 1, merged: 1, written: 1, ..Report::default() };
+        assert_eq!(
+            one.to_string(),
+            "1 partition considered, 1 event merged into 1 object, 0 copies of merged events deleted, 0 objects skipped, 0 partitions failed"
+        );
     }
 
     #[test]
@@ -357,27 +307,13 @@ mod tests {
         let raw = r#"{"mailbox":"a@b.c","uid":1,"tstamp":1764150000,"event":"create","folder":"INBOX"}"#;
         let event = crate::webhook::parse_body(raw.as_bytes(), 1 << 20).unwrap();
         let record = Record::new(&event, &Meta::default(), OffsetDateTime::now_utc(), "");
-        let name = record.key.rsplit_once('/').unwrap().1;
-        let id = per_event_id(name).unwrap();
+        let id = record.key.id;
         assert!(mergeable(&record.line, &id));
         assert!(!mergeable(&record.line[..record.line.len() - 1], &id), "no newline");
         assert!(!mergeable(&[&record.line[..], &record.line[..]].concat(), &id), "two lines");
-        assert!(!mergeable(&record.line, &[0; 16]), "another id");
+        assert!(!mergeable(&record.line, &Id::of(b"another")), "another id");
         let legacy = String::from_utf8(record.line.to_vec()).unwrap();
         let legacy = format!("{}}}\n", &legacy[..legacy.rfind(",\"id\"").unwrap()]);
         assert!(!mergeable(legacy.as_bytes(), &id), "a line from before ids");
-    }
-
-    #[test]
-    fn the_emf_line_names_the_alarm_metric() {
-        let report =
-            Report { failed: vec![(time::macros::date!(2026 - 11 - 26), "x".into())], merged: 5, ..Report::default() };
-        let line: serde_json::Value =
-            serde_json::from_str(&emf_line("compactor", &report, std::time::SystemTime::now())).unwrap();
-        assert_eq!(line["CompactionFailed"], 1);
-        assert_eq!(line["CompactedEvents"], 5);
-        assert_eq!(line["FunctionName"], "compactor");
-        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], "mailhook");
-        assert_eq!(report.failure().unwrap(), "compacting partition dt=2026-11-26 failed: x");
     }
 }

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::io::{self, Write};
 use std::time::SystemTime;
 
-use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use bytes::Bytes;
@@ -21,54 +21,33 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use time::Date;
 
-use super::{Done, GETS_IN_FLIGHT, Options, Report, mergeable, out_of_time, partition_date, per_event_id};
-use crate::record::{hex, verify_line};
+use super::{Compactor, Done, GETS_IN_FLIGHT, Options, cutoff, mergeable, out_of_time};
+use crate::key::{Id, event_file_id, parse_partition, partition_name};
+use crate::record::verify_line;
+use crate::s3::status;
 
 /// `DeleteObjects` takes at most this many keys a call.
 const DELETE_BATCH: usize = 1000;
 const MERGED_CONTENT_TYPE: &str = "application/gzip";
 
-type Id = [u8; 16];
-
-pub(super) struct Compactor {
+pub(super) struct S3Compactor {
     pub client: aws_sdk_s3::Client,
     pub bucket: String,
     pub prefix: String,
 }
 
-fn status<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Option<u16> {
-    match err {
-        SdkError::ServiceError(e) => Some(e.raw().status().as_u16()),
-        _ => None,
+impl Compactor for S3Compactor {
+    async fn dates(&mut self) -> Result<Vec<Date>, String> {
+        self.partitions().await
+    }
+
+    async fn partition(&mut self, date: Date, options: &Options, done: &mut Done) -> Result<(), String> {
+        self.compact(date, options, done).await
     }
 }
 
-impl Compactor {
-    pub async fn run(&self, options: &Options) -> Result<Report, String> {
-        let mut report = Report::default();
-        for date in self.partitions().await?.into_iter().filter(|d| *d <= options.through) {
-            report.partitions += 1;
-            let mut done = Done::default();
-            let result = match out_of_time(options) {
-                Some(why) => Err(why),
-                None => self.partition(date, options, &mut done).await,
-            };
-            report.add(&done);
-            match result {
-                Ok(()) => tracing::info!(
-                    partition = %date, merged = done.merged, written = done.written,
-                    already_merged = done.already_merged, skipped = done.skipped, "partition compacted"
-                ),
-                Err(why) => {
-                    tracing::error!(partition = %date, error = %why, "compacting a partition failed");
-                    report.failed.push((date, why));
-                }
-            }
-        }
-        Ok(report)
-    }
-
-    /// The dates of the `dt=` prefixes under the archive's prefix, oldest first.
+impl S3Compactor {
+    /// The dates of the `dt=` prefixes under the archive's prefix.
     async fn partitions(&self) -> Result<Vec<Date>, String> {
         let mut pages = self
             .client
@@ -85,20 +64,18 @@ impl Compactor {
             })?;
             for common in page.common_prefixes() {
                 if let Some(date) =
-                    common.prefix().and_then(|p| p.strip_prefix(self.prefix.as_str())).and_then(partition_date)
+                    common.prefix().and_then(|p| p.strip_prefix(self.prefix.as_str())).and_then(parse_partition)
                 {
                     dates.push(date);
                 }
             }
         }
-        dates.sort();
         Ok(dates)
     }
 
-    async fn partition(&self, date: Date, options: &Options, done: &mut Done) -> Result<(), String> {
-        let dir = format!("{}dt={date}/", self.prefix);
-        let cutoff = SystemTime::now() - options.min_age;
-        let (mut candidates, merged) = self.list(&dir, cutoff).await?;
+    async fn compact(&self, date: Date, options: &Options, done: &mut Done) -> Result<(), String> {
+        let dir = format!("{}{}/", self.prefix, partition_name(date));
+        let (mut candidates, merged) = self.list(&dir, cutoff(options)).await?;
         if candidates.is_empty() {
             return Ok(());
         }
@@ -153,7 +130,7 @@ impl Compactor {
             for object in page.contents() {
                 let Some(key) = object.key() else { continue };
                 let name = &key[dir.len().min(key.len())..];
-                if let Some(id) = per_event_id(name) {
+                if let Some(id) = event_file_id(name) {
                     let modified = object.last_modified().and_then(|t| SystemTime::try_from(*t).ok());
                     if modified.is_some_and(|m| m <= cutoff) {
                         candidates.push((key.to_owned(), id));
@@ -208,8 +185,11 @@ impl Compactor {
     /// Writes `chunk` as one merged object, if no object of that name is there, then deletes
     /// the per-event objects in it.
     async fn flush(&self, dir: &str, chunk: Chunk, done: &mut Done) -> Result<(), String> {
-        let name =
-            format!("{dir}merged-{}.jsonl.gz", hex(&chunk.ids.finalize()[..16].try_into().expect("16 of 32 bytes")));
+        // Named by the first half of a SHA-256 over the ids in it, in order.
+        let name = format!(
+            "{dir}merged-{}.jsonl.gz",
+            Id::from_bytes(chunk.ids.finalize()[..16].try_into().expect("16 of 32 bytes"))
+        );
         let gzip = chunk.encoder.finish().map_err(|e| format!("compressing failed: {e}"))?;
         let put = self
             .client
@@ -284,7 +264,7 @@ impl Chunk {
         self.encoder.write_all(line)?;
         self.lines += line.len();
         self.keys.push(key);
-        self.ids.update(id);
+        self.ids.update(id.as_bytes());
         Ok(())
     }
 }

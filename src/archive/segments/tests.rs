@@ -1,8 +1,13 @@
 //! The segment archive at its edges: a restart, a torn tail, a failed sync, a full segment.
 
+use std::fs;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use time::OffsetDateTime;
+
+use super::writer::reachable;
 use super::*;
 use crate::record::{Meta, Record};
 use crate::webhook::parse_body;
@@ -10,12 +15,12 @@ use crate::webhook::parse_body;
 const DAY: &str = "dt=2026-11-26";
 
 /// A real stored line and its key, for uid `uid`.
-fn event(uid: u32) -> (String, Bytes) {
+fn event(uid: u32) -> (Key, Bytes) {
     let body = format!(r#"{{"mailbox":"a@example.com","uid":{uid},"tstamp":1795711572,"event":"create"}}"#);
     let event = parse_body(body.as_bytes(), 1 << 20).unwrap();
     let received = time::macros::datetime!(2026-11-26 12:00 UTC);
     let record = Record::new(&event, &Meta { request_id: "r".into(), ..Meta::default() }, received, "");
-    assert!(record.key.starts_with(DAY), "{}", record.key);
+    assert_eq!(record.key.partition(), DAY);
     (record.key, record.line)
 }
 
@@ -218,11 +223,11 @@ async fn per_event_files_from_before_segments_count_as_stored() {
     let root = tempfile::tempdir().unwrap();
     let (key, line) = event(5);
     fs::create_dir(root.path().join(DAY)).unwrap();
-    fs::write(root.path().join(&key), b"{\"ts\":\"an old line\"}\n").unwrap();
+    fs::write(root.path().join(key.format()), b"{\"ts\":\"an old line\"}\n").unwrap();
     let archive = DirArchive::open(root.path()).unwrap();
     assert_eq!(archive.put_new(&key, line).await.unwrap(), Stored::AlreadyPresent);
     archive.close().await;
-    assert_eq!(names(root.path()), [key.rsplit_once('/').unwrap().1]);
+    assert_eq!(names(root.path()), [format!("{}.jsonl", key.id)]);
 }
 
 /// Readers see acknowledged lines within the publish delay, while the segment is still open,
@@ -265,13 +270,6 @@ async fn a_full_segment_is_sealed_and_a_new_one_begun() {
     }
 }
 
-#[test]
-fn partition_dates() {
-    assert_eq!(partition_date("dt=2026-11-26"), Some(time::macros::date!(2026 - 11 - 26)));
-    assert_eq!(partition_date("mail/dt=2026-01-02"), Some(time::macros::date!(2026 - 01 - 02)));
-    assert_eq!(partition_date("x"), None);
-}
-
 /// Lines for both sides of UTC midnight, arriving together, each land in their own partition and
 /// are found there after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,7 +278,7 @@ async fn a_batch_across_midnight_goes_to_both_partitions() {
     let archive = Arc::new(DirArchive::open(root.path()).unwrap());
     let (key, line) = event(1);
     let (other_key, other_line) = event(2);
-    let next_day = other_key.replace(DAY, "dt=2026-11-27");
+    let next_day = Key { date: time::macros::date!(2026 - 11 - 27), ..other_key };
     let tasks = [(key.clone(), line.clone()), (next_day.clone(), other_line.clone())].map(|(key, line)| {
         let archive = archive.clone();
         tokio::spawn(async move { archive.put_new(&key, line).await.unwrap() })
@@ -301,13 +299,13 @@ async fn a_batch_across_midnight_goes_to_both_partitions() {
 }
 
 /// A real stored line and its key for uid `uid`, dated (and received) on `date`.
-fn event_on(date: time::Date, uid: u32) -> (String, Bytes) {
+fn event_on(date: time::Date, uid: u32) -> (Key, Bytes) {
     let at = date.with_hms(12, 0, 0).unwrap().assume_utc();
     let body =
         format!(r#"{{"mailbox":"a@example.com","uid":{uid},"tstamp":{},"event":"create"}}"#, at.unix_timestamp());
     let event = parse_body(body.as_bytes(), 1 << 20).unwrap();
     let record = Record::new(&event, &Meta { request_id: "r".into(), ..Meta::default() }, at, "");
-    assert!(record.key.starts_with(&format!("dt={date}/")), "{}", record.key);
+    assert_eq!(record.key.date, date);
     (record.key, record.line)
 }
 
@@ -323,11 +321,10 @@ fn files_in(root: &Path, date: time::Date) -> Vec<String> {
 #[test]
 fn partitions_are_let_go_of_only_past_the_index_window() {
     let today = time::macros::date!(2026 - 11 - 28);
-    assert!(reachable("dt=2026-11-28", today));
-    assert!(reachable("dt=2026-10-27", today), "32 days back: still kept");
-    assert!(!reachable("dt=2026-10-26", today), "33 days back: let go of");
-    assert!(reachable("mail/dt=2026-10-27", today), "after a prefix");
-    assert!(reachable("not-a-partition", today), "an undated directory is kept");
+    assert!(reachable(time::macros::date!(2026 - 11 - 28), today));
+    assert!(reachable(time::macros::date!(2026 - 10 - 27), today), "32 days back: still kept");
+    assert!(!reachable(time::macros::date!(2026 - 10 - 26), today), "33 days back: let go of");
+    assert!(reachable(time::Date::MIN, time::Date::MIN), "no underflow at the calendar's start");
 }
 
 /// An old partition is sealed and dropped from memory while the archive runs, one at the edge of
@@ -339,7 +336,7 @@ async fn an_evicted_partition_is_sealed_and_a_resend_to_it_is_still_found() {
     let tuning = Tuning { evict_every: Duration::ZERO, ..Tuning::default() };
     let archive = DirArchive::open_with(root.path(), tuning).unwrap();
     let today = OffsetDateTime::now_utc().date();
-    let (edge, old) = (today - time::Duration::days(INDEX_DAYS), today - time::Duration::days(INDEX_DAYS + 1));
+    let (edge, old) = (today - time::Duration::days(32), today - time::Duration::days(33));
 
     let (old_key, old_line) = event_on(old, 1);
     let (edge_key, edge_line) = event_on(edge, 2);
@@ -350,12 +347,12 @@ async fn an_evicted_partition_is_sealed_and_a_resend_to_it_is_still_found() {
     assert_eq!(archive.put_new(&today_key, today_line).await.unwrap(), Stored::Created);
 
     assert!(
-        files_in(root.path(), old).iter().all(|n| !n.ends_with(LIVE_SUFFIX)),
+        files_in(root.path(), old).iter().all(|n| !n.ends_with(".live")),
         "sealed: {:?}",
         files_in(root.path(), old)
     );
     assert!(
-        files_in(root.path(), edge).iter().any(|n| n.ends_with(LIVE_SUFFIX)),
+        files_in(root.path(), edge).iter().any(|n| n.ends_with(".live")),
         "kept: {:?}",
         files_in(root.path(), edge)
     );

@@ -1,4 +1,4 @@
-//! Compaction of a local directory archive: per-event files left by versions before segments
+//! `mailhook compact` for a local directory: per-event files left by versions before segments
 //! (`dt=D/<id>.jsonl`) are merged into segments, so both archives end with a few files a day.
 //!
 //! It takes the directory's lock, so it runs while no server writes the directory. A merge is
@@ -8,65 +8,59 @@
 //! that the next compact removes, since their ids are in a segment.
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
-use super::{Done, Options, Report, mergeable, out_of_time, partition_date, per_event_id};
-use crate::archive::segments::{self, MERGE_SUFFIX, Names, SEGMENT_BYTES, sync_dir, whole_lines};
+use time::Date;
 
-pub(super) fn run(root: &Path, options: &Options) -> Result<Report, String> {
+use super::SEGMENT_BYTES;
+use super::files::{self, Names, lock, partitions, recover, sync_dir, whole_lines};
+use crate::compact::{Compactor, Done, Options, Report, cutoff, drive, mergeable};
+use crate::key::{LINES_SUFFIX, event_file_id, partition_name};
+
+/// Runs the compaction over `root`, holding its lock. Blocking: call it off the async threads.
+pub(crate) fn run(root: &Path, options: &Options) -> Result<Report, String> {
     if !root.is_dir() {
         return Err(format!("ARCHIVE_URI directory {} does not exist", root.display()));
     }
-    let _lock = segments::lock(root).map_err(|e| format!("{e}: stop the server before compacting its directory"))?;
-    segments::recover(root)
-        .map_err(|e| format!("sealing what a stopped server left in {} failed: {e}", root.display()))?;
-    let mut partitions = Vec::new();
-    for entry in fs::read_dir(root).map_err(|e| format!("reading {} failed: {e}", root.display()))? {
-        let path = entry.map_err(|e| format!("reading {} failed: {e}", root.display()))?.path();
-        if let Some(date) = path.file_name().and_then(|n| n.to_str()).and_then(partition_date)
-            && date <= options.through
-            && path.is_dir()
-        {
-            partitions.push((date, path));
-        }
+    let _lock = lock(root).map_err(|e| format!("{e}: stop the server before compacting its directory"))?;
+    recover(root).map_err(|e| format!("sealing what a stopped server left in {} failed: {e}", root.display()))?;
+    let mut compactor = DirCompactor { root: root.to_owned(), names: Names::new() };
+    // The partitions are plain file work; the shared driver is async only for S3's sake.
+    tokio::runtime::Handle::current().block_on(drive(&mut compactor, options))
+}
+
+struct DirCompactor {
+    root: PathBuf,
+    names: Names,
+}
+
+impl Compactor for DirCompactor {
+    async fn dates(&mut self) -> Result<Vec<Date>, String> {
+        let found = partitions(&self.root).map_err(|e| format!("reading {} failed: {e}", self.root.display()))?;
+        Ok(found.into_iter().map(|(date, _)| date).collect())
     }
-    partitions.sort();
-    let mut names = Names::new();
-    let mut report = Report::default();
-    for (date, dir) in partitions {
-        report.partitions += 1;
-        let mut done = Done::default();
-        let result = match out_of_time(options) {
-            Some(why) => Err(why),
-            None => partition(&dir, options, &mut names, &mut done).map_err(|e| e.to_string()),
-        };
-        report.add(&done);
-        if let Err(why) = result {
-            tracing::error!(partition = %date, error = %why, "compacting a partition failed");
-            report.failed.push((date, why));
-        } else {
-            tracing::info!(partition = %date, merged = done.merged, written = done.written, "partition compacted");
-        }
+
+    async fn partition(&mut self, date: Date, options: &Options, done: &mut Done) -> Result<(), String> {
+        let dir = self.root.join(partition_name(date));
+        partition(&dir, options, &mut self.names, done).map_err(|e| e.to_string())
     }
-    Ok(report)
 }
 
 fn partition(dir: &Path, options: &Options, names: &mut Names, done: &mut Done) -> io::Result<()> {
-    let cutoff = SystemTime::now() - options.min_age;
+    let cutoff = cutoff(options);
     let mut candidates = Vec::new();
     let mut known = HashSet::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(id) = per_event_id(name) {
+        if let Some(id) = event_file_id(name) {
             if entry.metadata()?.modified()? <= cutoff {
                 candidates.push((entry.path(), id));
             }
-        } else if name.ends_with(".jsonl") && !name.starts_with('.') {
+        } else if name.ends_with(LINES_SUFFIX) && !name.starts_with('.') {
             whole_lines(&File::open(entry.path())?, |id| {
                 known.insert(id);
             })?;
@@ -120,23 +114,14 @@ struct Merge {
 
 impl Merge {
     fn create(dir: &Path, names: &mut Names) -> io::Result<Merge> {
-        loop {
-            let name = names.next();
-            if dir.join(format!("{name}.jsonl")).exists() {
-                continue;
-            }
-            match OpenOptions::new().write(true).create_new(true).open(dir.join(format!(".{name}{MERGE_SUFFIX}"))) {
-                Ok(file) => return Ok(Merge { file, name, len: 0, merged: Vec::new() }),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        let (name, file) = names.create(dir, files::merge)?;
+        Ok(Merge { file, name, len: 0, merged: Vec::new() })
     }
 
     /// Makes the segment durable under its visible name, then removes the files merged into it.
     fn finish(self, dir: &Path, done: &mut Done) -> io::Result<()> {
         self.file.sync_data()?;
-        fs::rename(dir.join(format!(".{}{MERGE_SUFFIX}", self.name)), dir.join(format!("{}.jsonl", self.name)))?;
+        fs::rename(files::merge(dir, &self.name), files::sealed(dir, &self.name))?;
         sync_dir(dir)?;
         for path in &self.merged {
             fs::remove_file(path)?;

@@ -1,7 +1,7 @@
 //! The real `mailhook` binary: under a stand-in Lambda Runtime API with an S3 archive, as a
 //! local HTTP server with a directory archive, and refusing a bad configuration.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::path::Path;

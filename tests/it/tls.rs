@@ -4,7 +4,7 @@
 //! another CA in the file, or the system's trust store, the handshake fails and the sender gets
 //! a 500 with nothing stored.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::path::Path;

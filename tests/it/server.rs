@@ -1,7 +1,7 @@
 //! The local server against slow and stalled clients, and stopping on SIGTERM: the real binary
 //! over real sockets.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The S3 destination against a real S3-compatible server (s3s-fs) on loopback, through
 //! mailhook's own client settings: key, stored bytes, create-only, and 5xx when S3 fails.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,7 @@ use axum::http::{Request, StatusCode};
 use bytes::Bytes;
 use mailhook::archive::{Archive, ArchiveError, CONTENT_TYPE, S3Archive, Stored};
 use mailhook::http::router;
+use mailhook::key::{Id, Key};
 use support::*;
 
 #[tokio::test]
@@ -62,10 +63,10 @@ async fn archive_reports_created_then_already_present() {
     let root = tempfile::tempdir().unwrap();
     let endpoint = s3_server(root.path()).await;
     let archive = S3Archive::new(s3_client(&s3_config(&[]), endpoint).await, BUCKET);
-    let key = "mail/dt=2026-11-26/0123.jsonl";
-    assert_eq!(archive.put_new(key, Bytes::from_static(b"first\n")).await.unwrap(), Stored::Created);
-    assert_eq!(archive.put_new(key, Bytes::from_static(b"second\n")).await.unwrap(), Stored::AlreadyPresent);
-    assert_eq!(std::fs::read(root.path().join(BUCKET).join(key)).unwrap(), b"first\n");
+    let key = Key::new("mail/", time::macros::date!(2026 - 11 - 26), Id::of(b"first"));
+    assert_eq!(archive.put_new(&key, Bytes::from_static(b"first\n")).await.unwrap(), Stored::Created);
+    assert_eq!(archive.put_new(&key, Bytes::from_static(b"second\n")).await.unwrap(), Stored::AlreadyPresent);
+    assert_eq!(std::fs::read(root.path().join(BUCKET).join(key.format())).unwrap(), b"first\n");
 }
 
 #[tokio::test]
@@ -116,11 +117,14 @@ async fn refused_write_is_an_error_naming_bucket_and_key() {
         .endpoint_url(format!("http://{endpoint}"))
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_s3::config::Credentials::new(ACCESS_KEY, "not-the-secret", None, None, "tests"));
-    let archive = S3Archive::new(mailhook::s3_client(&s3_config(&[]), loader).await, BUCKET);
-    let err = archive.put_new("dt=2026-11-26/k.jsonl", Bytes::from_static(b"x\n")).await.unwrap_err();
+    let config = s3_config(&[]);
+    let archive =
+        S3Archive::new(mailhook::s3::receiver_client(&config.access, config.store_timeout, loader).await, BUCKET);
+    let key = Key::new("", time::macros::date!(2026 - 11 - 26), Id::of(b"x"));
+    let err = archive.put_new(&key, Bytes::from_static(b"x\n")).await.unwrap_err();
     assert!(matches!(err, ArchiveError::S3 { .. }));
     let message = err.to_string();
-    assert!(message.starts_with("PutObject s3://mail-archive/dt=2026-11-26/k.jsonl failed:"), "{message}");
+    assert!(message.starts_with(&format!("PutObject s3://mail-archive/{key} failed:")), "{message}");
     assert!(message.contains("SignatureDoesNotMatch"), "{message}");
     assert!(files(root.path()).is_empty());
 }

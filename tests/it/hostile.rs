@@ -1,7 +1,7 @@
 //! Hostile and malformed requests, table-driven: each gets its exact status, a JSON error, and
 //! stores nothing.
 
-mod support;
+use crate::support;
 
 use axum::body::Body;
 use axum::http::{Method, Request};

@@ -6,7 +6,7 @@
 //! moto_server comes from `.venv` (tests/all.sh installs it and puts it on PATH). Without it these
 //! tests say SKIPPED and pass, unless `MAILHOOK_REQUIRE_MOTO` is set, as tests/all.sh sets it.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -49,7 +49,9 @@ async fn moto() -> Option<(Moto, aws_sdk_s3::Client)> {
     {
         Ok(child) => child,
         Err(e) if std::env::var_os("MAILHOOK_REQUIRE_MOTO").is_none() => {
-            println!("SKIPPED: moto_server cannot be started ({e}); tests/all.sh installs it");
+            support::skipped(&format!(
+                "compaction against moto: moto_server cannot be started ({e}); tests/all.sh installs it"
+            ));
             return None;
         }
         Err(e) => panic!("moto_server cannot be started ({e}): run tests/all.sh, which installs it into .venv"),
@@ -71,7 +73,7 @@ async fn client(addr: SocketAddr) -> aws_sdk_s3::Client {
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "tests"));
     let timeouts = aws_config::timeout::TimeoutConfig::disabled();
-    mailhook::build_s3_client(loader, true, timeouts, aws_config::retry::RetryConfig::standard()).await
+    mailhook::s3::build(loader, true, timeouts, aws_config::retry::RetryConfig::standard()).await
 }
 
 /// The stored line of event number `uid` on `day`, as the receiver builds it, received that day.
@@ -94,7 +96,7 @@ async fn seed(client: &aws_sdk_s3::Client, records: &[Record]) {
             client
                 .put_object()
                 .bucket(BUCKET)
-                .key(&r.key)
+                .key(r.key.format())
                 .if_none_match("*")
                 .body(ByteStream::from(r.line.clone()))
                 .send()
@@ -225,7 +227,7 @@ async fn merges_byte_for_byte_once_and_leaves_what_is_recent() {
     let d3_before: Vec<_> = keys_under(&before, D3);
     assert_eq!(keys_under(&after, D3), d3_before, "a partition after --through is untouched");
     assert!(out.contains("1103 events merged"), "{out}");
-    assert!(out.contains("1 objects skipped"), "{out}");
+    assert!(out.contains("1 object skipped"), "{out}");
     // Each object holds at most the cap of lines.
     let mut sizes: BTreeMap<String, usize> = BTreeMap::new();
     for (key, line) in read_all(&s3).await {
@@ -249,7 +251,7 @@ async fn merges_byte_for_byte_once_and_leaves_what_is_recent() {
     seed(&s3, &[Record { key: resend.key.clone(), line: resend.line.clone(), event: None }]).await;
     let (code, out) = compact(moto.addr, &["--through", "2026-01-31", "--min-age", "0"]).await;
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("1 events merged") && out.contains("1 copies of merged events deleted"), "{out}");
+    assert!(out.contains("1 event merged") && out.contains("1 copy of merged events deleted"), "{out}");
     let mut all = records;
     all.push(late);
     assert_readable(&s3, &all, true, "after the late arrivals").await;
@@ -414,7 +416,7 @@ mod local {
     /// Writes records as the versions before segments did: one file per event, named by its key.
     fn per_event_files(root: &Path, records: &[Record]) {
         for r in records {
-            let path = root.join(r.key.strip_prefix(PREFIX).unwrap());
+            let path = root.join(r.key.format().strip_prefix(PREFIX).unwrap());
             fs::create_dir_all(path.parent().unwrap()).unwrap();
             fs::write(path, &r.line).unwrap();
         }
@@ -436,8 +438,7 @@ mod local {
         let segment_records = day(D2, 3);
         let archive = DirArchive::open(root.path()).unwrap();
         for r in &segment_records {
-            let key = r.key.strip_prefix(PREFIX).unwrap();
-            assert_eq!(archive.put_new(key, r.line.clone()).await.unwrap(), Stored::Created);
+            assert_eq!(archive.put_new(&r.key, r.line.clone()).await.unwrap(), Stored::Created);
         }
         archive.close().await;
         drop(archive);
@@ -470,7 +471,7 @@ mod local {
             compact_dir(root.path(), &["--through", "2026-01-31", "--min-age", "0", "--max-object-bytes", "50000"])
                 .await;
         assert_eq!(code, 0, "{out}");
-        assert!(out.contains("400 events merged") && out.contains("1 copies of merged events deleted"), "{out}");
+        assert!(out.contains("400 events merged") && out.contains("1 copy of merged events deleted"), "{out}");
         let d1_names = names(&d1);
         let segments: Vec<_> = d1_names.iter().filter(|n| n.contains('Z')).collect();
         assert!(segments.len() >= 3, "capped segments: {d1_names:?}");
@@ -485,15 +486,14 @@ mod local {
             .iter()
             .chain(&recent)
             .chain(&segment_records)
-            .map(|r| (r.key.strip_prefix(PREFIX).unwrap().to_owned(), r.line.to_vec()))
+            .map(|r| (r.key.format().strip_prefix(PREFIX).unwrap().to_owned(), r.line.to_vec()))
             .collect();
         expected.sort();
         assert_eq!(support::stored(root.path()), expected, "each event once, byte for byte");
 
         // The server, started again, knows the merged events.
         let archive = DirArchive::open(root.path()).unwrap();
-        let key = old[7].key.strip_prefix(PREFIX).unwrap();
-        assert_eq!(archive.put_new(key, old[7].line.clone()).await.unwrap(), Stored::AlreadyPresent);
+        assert_eq!(archive.put_new(&old[7].key, old[7].line.clone()).await.unwrap(), Stored::AlreadyPresent);
         archive.close().await;
         drop(archive);
 

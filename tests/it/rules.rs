@@ -1,6 +1,6 @@
 //! One test per request rule, in the order the rules are checked.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -228,7 +228,7 @@ async fn failed_write_is_500_and_says_nothing_internal() {
 struct Stalled;
 
 impl Archive for Stalled {
-    async fn put_new(&self, _key: &str, _line: Bytes) -> Result<Stored, ArchiveError> {
+    async fn put_new(&self, _key: &mailhook::key::Key, _line: Bytes) -> Result<Stored, ArchiveError> {
         std::future::pending().await
     }
 }

@@ -1,7 +1,7 @@
 //! S3 faults injected by a proxy in front of a real S3-compatible server: every failure to store
 //! is a 5xx within the budget, every 200 means the object is there, exactly once.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
@@ -134,13 +134,11 @@ async fn access_denied_is_500_and_the_error_names_bucket_and_key() {
     rig.proxy.always(Fault::Error(403, "AccessDenied"));
     assert_eq!(rig.send("new.json").await.0, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(rig.proxy.requests(), 1, "403 is not retried");
-    let err = rig.archive.put_new("mail/dt=2026-11-26/k.jsonl", Bytes::from_static(b"x\n")).await.unwrap_err();
+    let key = mailhook::key::Key::new("mail/", time::macros::date!(2026 - 11 - 26), mailhook::key::Id::of(b"x"));
+    let err = rig.archive.put_new(&key, Bytes::from_static(b"x\n")).await.unwrap_err();
     assert!(matches!(err, ArchiveError::S3 { .. }));
     let message = err.to_string();
-    assert!(
-        message.contains("s3://mail-archive/mail/dt=2026-11-26/k.jsonl") && message.contains("AccessDenied"),
-        "{message}"
-    );
+    assert!(message.contains(&format!("s3://mail-archive/{key}")) && message.contains("AccessDenied"), "{message}");
 }
 
 #[tokio::test]

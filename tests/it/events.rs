@@ -1,7 +1,7 @@
 //! Every sample in `events/` goes through the real router, as `sam local invoke -e` and
 //! `cargo lambda invoke --data-file` would send it.
 
-mod support;
+use crate::support;
 
 use support::*;
 
