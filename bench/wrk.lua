@@ -1,6 +1,7 @@
--- wrk script for bench/run: every request is a distinct adm.tools "new" event (the uid counts up
--- per thread), so no request is a resend that would skip the write. The body is the events/new.json
--- body with its uid replaced; bench/run passes it as a format string after "--".
+-- wrk script for bench/run's memory and throughput stages: every request is a distinct adm.tools
+-- "new" event (the uid counts up per thread), so no request is a resend that would skip the write.
+-- The body is the events/new.json body with its uid replaced; bench/local_http.py passes it as a
+-- format string after "--".
 --   wrk ... -s bench/wrk.lua <url> -- <token> <body format with one %d> <first uid>
 -- Each run is given a fresh <first uid>, so no run repeats another's events either.
 
@@ -26,7 +27,7 @@ function request()
   return wrk.format("POST", "/", headers, string.format(body_format, first_uid + id * 100000000 + sent))
 end
 
--- The latency distribution as one JSON line (microseconds), for bench/run's table and plot.
+-- The latency distribution as one JSON line (microseconds), for bench/report.py's table and plot.
 function done(summary, latency, requests)
   local points = {}
   for _, p in ipairs({ 1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 97.5, 99, 99.5, 99.9 }) do

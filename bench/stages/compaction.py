@@ -1,5 +1,5 @@
-"""bench/run's compaction stage: one day of events in S3 (moto_server on loopback), before and
-after `mailhook compact`.
+"""Stage 7, compaction: one day of events in S3 (moto_server on loopback), before and after
+`mailhook compact`.
 
 The events go in through mailhook's own HTTP receiver, so every line is a real stored line; each
 is then put into moto under its real key, one object per event, as the S3 archive stores it
@@ -19,15 +19,21 @@ import concurrent.futures
 import datetime
 import http.client
 import json
+import math
 import os
 import re
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
+
+import procs
+from common import ROOT
+from stages.cost import PRICE
 
 BUCKET = "bench-archive"
 PREFIX = "mail/"
@@ -46,15 +52,20 @@ def missing_tools():
     return None
 
 
-def run(binary, events, scratch, free_port, wait_port, log):
+def measure(binary, events, fs):
+    """The stage, in a scratch directory on the file system `fs`."""
+    with tempfile.TemporaryDirectory(dir=fs) as scratch:
+        return run(binary, events, Path(scratch))
+
+
+def run(binary, events, scratch):
     missing = missing_tools()
     if missing:
         return {"skipped": missing}
     import boto3
     import botocore.config
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    import local_s3
+    import local_s3  # after the check: it needs boto3
 
     moto_log = open(scratch / "moto.log", "w+")
     moto, _, s3_env = local_s3.start(BUCKET, moto_log)
@@ -66,11 +77,11 @@ def run(binary, events, scratch, free_port, wait_port, log):
         aws = {**s3_env, "ARCHIVE_URI": f"s3://{BUCKET}/{PREFIX}", "PATH": os.environ.get("PATH", "")}
         day = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=3)).date()
         started = time.monotonic()
-        lines = receive(binary, day, events, scratch / "received", free_port, wait_port)
-        log(f"compaction: {events:,} events received by mailhook in {time.monotonic() - started:.0f} s")
+        lines = receive(binary, day, events, scratch / "received")
+        procs.log(f"compaction: {events:,} events received by mailhook in {time.monotonic() - started:.0f} s")
         started = time.monotonic()
         before = upload(s3, lines, day, scratch / "before")
-        log(f"compaction: {events:,} per-event objects put into moto in {time.monotonic() - started:.0f} s")
+        procs.log(f"compaction: {events:,} per-event objects put into moto in {time.monotonic() - started:.0f} s")
 
         partition = f"{PREFIX}dt={day}/"
         before_keys = keys(s3, partition)
@@ -98,8 +109,7 @@ def run(binary, events, scratch, free_port, wait_port, log):
         if keys(s3, partition) != after_keys or " 0 events merged" not in again["report"]:
             sys.exit(f"compaction: a second run changed the compacted partition: {again['report']}")
     finally:
-        moto.terminate()
-        moto.wait()
+        procs.stop(moto)
         moto_log.close()
     return {
         "events": events,
@@ -110,15 +120,15 @@ def run(binary, events, scratch, free_port, wait_port, log):
     }
 
 
-def receive(binary, day, events, archive, free_port, wait_port):
+def receive(binary, day, events, archive):
     """`events` distinct new-mail events dated `day`, POSTed to mailhook's HTTP receiver from 16
     keep-alive connections; every answer must be 200. It archives into a local directory, whose
     lines are the same bytes the S3 archive stores (one code path builds both); returns them."""
-    port = free_port()
+    port = procs.free_port()
     env = {"PATH": os.environ.get("PATH", ""), "WEBHOOK_TOKENS": TOKEN, "ACCOUNT_ID": "123456",
            "ARCHIVE_URI": str(archive), "LISTEN_ADDR": f"127.0.0.1:{port}", "RUST_LOG": "warn"}
-    receiver = subprocess.Popen([str(binary)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    body = json.loads(json.loads((Path(__file__).parent.parent / "events" / "new.json").read_text())["body"])
+    receiver = procs.start([binary], env=env)
+    body = json.loads(json.loads((ROOT / "events" / "new.json").read_text())["body"])
     noon = int(datetime.datetime.combine(day, datetime.time(12), datetime.timezone.utc).timestamp())
     failures = []
 
@@ -137,15 +147,14 @@ def receive(binary, day, events, archive, free_port, wait_port):
         connection.close()
 
     try:
-        wait_port(port, receiver)
+        procs.need_port(port, receiver)
         threads = [threading.Thread(target=send, args=(range(i, events, 16),)) for i in range(16)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
     finally:
-        receiver.terminate()  # seals the segments
-        receiver.wait()
+        procs.stop(receiver, timeout=60)  # SIGTERM seals the segments
     if failures:
         sys.exit(f"compaction: mailhook answered {failures[:5]} to the day's events")
     lines = [line for path in sorted(archive.glob(f"dt={day}/*.jsonl")) for line in path.read_bytes().splitlines(True)]
@@ -235,7 +244,7 @@ def compact(binary, aws, day):
     output = output[0]
     if process.returncode != 0:
         sys.exit(f"compaction: mailhook compact exited {process.returncode}:\n{output}")
-    report = re.search(r"\d+ partitions considered.*?partitions failed", output)
+    report = re.search(r"\d+ partitions? considered.*?partitions? failed", output)
     return {
         "wall_s": wall,
         "cpu_s": usage.ru_utime + usage.ru_stime,
@@ -262,3 +271,32 @@ def s3_requests(werkzeug_log):
         elif method == "POST" and "delete" in path:
             counts["DeleteObjects"] += 1
     return counts
+
+
+def memory_gb():
+    """The compaction function's MemorySize in template.yaml, so the cost follows the template."""
+    text = (ROOT / "template.yaml").read_text()
+    block = text[text.index("\n  CompactFunction:"):]
+    return int(re.search(r"MemorySize: (\d+)", block).group(1)) / 1024
+
+
+def cost(c):
+    """Per million events compacted, scaled from the measured run's S3 requests and duration."""
+    per_million = 1e6 / c["events"]
+    requests = c["run"]["s3_requests"]
+    gb = memory_gb()
+    rows = {
+        "list": requests["LIST"] * per_million * PRICE["s3_list"],
+        "get": requests["GET"] * per_million * PRICE["s3_get"],
+        "put": requests["PUT"] * per_million * PRICE["s3_put"],
+        "delete": requests["DeleteObjects"] * per_million * PRICE["s3_delete_objects"],
+        "lambda": c["run"]["wall_s"] * per_million * gb * PRICE["lambda_arm64_gb_second"],
+    }
+    rows["total"] = sum(rows.values())
+    rows["memory_gb"] = gb
+    # What reading the day once costs in GETs (and LISTs) before and after.
+    rows["read_before"] = c["before"]["objects"] * per_million * PRICE["s3_get"] + math.ceil(c["before"]["objects"] / 1000) * per_million * PRICE["s3_list"]
+    rows["read_after"] = c["after"]["objects"] * per_million * PRICE["s3_get"] + per_million * PRICE["s3_list"]
+    rows["storage_before"] = c["before"]["bytes"] * per_million / 1e9 * PRICE["s3_gb_month"]
+    rows["storage_after"] = c["after"]["bytes"] * per_million / 1e9 * PRICE["s3_gb_month"]
+    return rows

@@ -14,11 +14,9 @@ Run by tests/all.sh inside .venv (cfn-lint for the CloudFormation loader, sqlglo
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import tomllib
 import urllib.request
 from pathlib import Path
@@ -27,7 +25,9 @@ import sqlglot
 from cfnlint.decode import decode
 from sqlglot import exp
 
-ROOT = Path(__file__).resolve().parent.parent
+import procs
+
+ROOT = Path(__file__).resolve().parents[2]
 failures, passed = [], []
 
 
@@ -69,19 +69,12 @@ def fits(value, hive_type):
 def lines_from_the_binary():
     """Runs the real binary on every accepted sample and returns the stored lines."""
     subprocess.run(["cargo", "build", "--quiet"], cwd=ROOT, check=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = procs.free_port()
     archive = tempfile.mkdtemp()
     env = dict(os.environ, WEBHOOK_TOKENS="example-token", ARCHIVE_URI=archive, LISTEN_ADDR=f"127.0.0.1:{port}")
-    server = subprocess.Popen([str(ROOT / "target/debug/mailhook")], env=env, stdout=subprocess.DEVNULL)
+    server = procs.start([ROOT / "target/debug/mailhook"], env=env, stderr=None)  # stdout dropped, stderr shown
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        procs.need_port(port, server, 30)
         expected = json.loads((ROOT / "tests/data/expected.json").read_text())
         for name, e in expected.items():
             event = json.loads((ROOT / "events" / name).read_text())

@@ -8,7 +8,7 @@ line. Then every event is sent again: all answers must be 200, and each event is
 Meanwhile DuckDB reads the archive the way the README shows, over and over: no read may fail, and
 once the last event is acknowledged DuckDB must count every event within 60 s.
 
-    tests/crash.py [--events 8000] [--clients 32] [--binary target/debug/mailhook]
+    tests/py/crash.py [--events 8000] [--clients 32] [--binary target/debug/mailhook]
 
 Run inside .venv (tests/all.sh runs it); needs target/debug/mailhook or --binary.
 """
@@ -19,7 +19,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,9 +29,9 @@ from pathlib import Path
 
 import duckdb
 
-from local_s3 import free_port, wait_port
+import procs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "crash-token"
 VISIBLE_WITHIN = 60  # seconds, the README's promise
 TIME_LIMIT = 10 * 60  # the whole run stops by itself
@@ -49,8 +48,8 @@ class Server:
     def __init__(self, binary, archive, port, log):
         env = dict(os.environ, WEBHOOK_TOKENS=TOKEN, ARCHIVE_URI=str(archive), LISTEN_ADDR=f"127.0.0.1:{port}",
                    RUST_LOG="warn")
-        self.process = subprocess.Popen([binary], env=env, stdout=log, stderr=log)
-        if not wait_port(port):
+        self.process = procs.start([binary], log, env=env)
+        if not procs.wait_port(port, process=self.process):
             sys.exit("crash: mailhook did not start")
 
 
@@ -138,7 +137,7 @@ def main():
     work = tempfile.TemporaryDirectory()
     archive = Path(work.name) / "archive"
     log = open(Path(work.name) / "mailhook.log", "w")
-    port = free_port()
+    port = procs.free_port()
     now = int(time.time())
     bodies = [event(i, now) for i in range(args.events)]
     acked = set()

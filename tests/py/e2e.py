@@ -9,7 +9,6 @@ Run by tests/all.sh from the repository root, inside .venv (moto, boto3, cargo-l
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,9 +20,9 @@ from pathlib import Path
 import duckdb
 
 import local_s3
-from local_s3 import free_port
+import procs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
 EXPECTED = json.loads((ROOT / "tests/data/expected.json").read_text())
 BUCKET = "mailhook-e2e"
@@ -43,7 +42,7 @@ def wait_for(what, probe, seconds):
 
 
 def port_open(port):
-    return local_s3.wait_port(port, 0.5)
+    return procs.wait_port(port, 0.5)
 
 
 def http(method, url, body=None, headers=None):
@@ -72,7 +71,7 @@ def main():
         print(("ok   " if ok else "FAIL ") + message, flush=True)
         (passed if ok else failures).append(message)
 
-    lambda_port = free_port()
+    lambda_port = procs.free_port()
     children = []
     logs = tempfile.TemporaryDirectory()
     try:
@@ -86,13 +85,13 @@ def main():
             ARCHIVE_URI=f"s3://{BUCKET}/{PREFIX}",
         )
         watch_log = open(Path(logs.name) / "watch.log", "w")
-        watch = subprocess.Popen(
-            ["cargo", "lambda", "watch", "--invoke-address", "127.0.0.1", "--invoke-port", str(lambda_port)],
+        # In a session of its own: cargo lambda watch runs the function under it, and procs.stop
+        # stops them together.
+        watch = procs.start(
+            ["cargo", "lambda", "watch", "--invoke-address", "127.0.0.1", "--invoke-port", lambda_port],
+            watch_log,
             cwd=ROOT,
             env=env,
-            stdout=watch_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
         children.append(watch)
         wait_for("cargo lambda watch", lambda: port_open(lambda_port), 120)
@@ -171,15 +170,7 @@ def main():
             check(deletions == 1, f"DuckDB finds the deletion through flags: {deletions}")
     finally:
         for child in reversed(children):
-            try:
-                # Each child leads its own process group: cargo lambda watch runs the function under it.
-                os.killpg(child.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+            procs.stop(child)
         if failures:
             for log in sorted(Path(logs.name).iterdir()):
                 print(f"--- {log.name} (last 60 lines)")

@@ -4,7 +4,7 @@ HTTP server into moto_server (atomic conditional puts) or a local directory, the
 again. Reports sent, stored, lost, duplicated and p50/p99 latency; fails if anything is lost or
 duplicated or any answer is not 200.
 
-    tests/load.py [--events 10000] [--clients 64] [--archive s3|dir|both] [--json results.json]
+    tests/py/load.py [--events 10000] [--clients 64] [--archive s3|dir|both] [--json results.json]
 
 Run inside .venv (tests/all.sh runs it); needs target/debug/mailhook or --binary.
 """
@@ -13,7 +13,6 @@ import argparse
 import http.client
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -22,10 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import local_s3
-from local_s3 import free_port
+import procs
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "load-token"
 BUCKET = "mailhook-load"
 TIME_LIMIT = 15 * 60  # seconds for the whole run; the load stops by itself
@@ -109,13 +108,13 @@ def run(kind, args, deadline):
             env.update(s3_env, ARCHIVE_URI=f"s3://{BUCKET}/mail/", STORE_TIMEOUT_MS="20000")
         else:
             archive = Path(workdir.name) / "archive"
-            metrics_port = free_port()
+            metrics_port = procs.free_port()
             env.update(ARCHIVE_URI=str(archive), METRICS_ADDR=f"127.0.0.1:{metrics_port}")
-        port = free_port()
+        port = procs.free_port()
         env["LISTEN_ADDR"] = f"127.0.0.1:{port}"
-        server = subprocess.Popen([args.binary], env=env)
+        server = procs.start([args.binary], None, env=env)  # None: its warnings show in this run's output
         children.append(server)
-        if not local_s3.wait_port(port):
+        if not procs.wait_port(port, process=server):
             sys.exit(f"load: nothing listening on {port}")
 
         bodies = [event(i) for i in range(args.events)]
@@ -163,11 +162,7 @@ def run(kind, args, deadline):
         return result
     finally:
         for child in reversed(children):
-            child.terminate()
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+            procs.stop(child)
         workdir.cleanup()
 
 
