@@ -89,6 +89,7 @@ impl Failure {
                 | Rejection::InvalidJson(_)
                 | Rejection::NotAnObject(_) => StatusCode::BAD_REQUEST,
             },
+            Failure::Store(ArchiveError::Busy { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             Failure::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -100,6 +101,7 @@ impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let error = match &self {
             Failure::Rejected(r) => r.to_string(),
+            Failure::Store(ArchiveError::Busy { .. }) => "The archive is busy: the event was not stored".to_owned(),
             Failure::Store(_) => "Failed to store the event".to_owned(),
         };
         let mut response = reply(self.status(), Some(&error));
@@ -144,6 +146,7 @@ async fn receive<A: Archive>(State(state): State<Arc<AppState<A>>>, request: Req
             Ok((_, Stored::Created)) => Outcome::Stored,
             Ok((_, Stored::AlreadyPresent)) => Outcome::Duplicate,
             Err(Failure::Rejected(_)) => Outcome::Rejected,
+            Err(Failure::Store(ArchiveError::Busy { .. })) => Outcome::Busy,
             Err(Failure::Store(_)) => Outcome::Failed,
         },
         sender_refused: matches!(outcome, Err(Failure::Rejected(Rejection::BadToken)))

@@ -31,6 +31,8 @@ pub enum Outcome {
     Rejected,
     /// The write failed or ran out of time: 500, and the sender's one resend is the last chance.
     Failed,
+    /// The local writer's queue was full (its disk is not keeping up): 503, nothing stored.
+    Busy,
 }
 
 impl Outcome {
@@ -40,6 +42,7 @@ impl Outcome {
             Outcome::Duplicate => "duplicate",
             Outcome::Rejected => "rejected",
             Outcome::Failed => "failed",
+            Outcome::Busy => "busy",
         }
     }
 }
@@ -155,7 +158,8 @@ pub fn emf_line(function_name: &str, sample: Sample, now: SystemTime) -> String 
         stored: is(Outcome::Stored),
         duplicate: is(Outcome::Duplicate),
         rejected: is(Outcome::Rejected),
-        store_failed: is(Outcome::Failed),
+        // Lambda stores in S3, which is never Busy; counted as a failure should that change.
+        store_failed: is(Outcome::Failed) | is(Outcome::Busy),
         sender_refused: u8::from(sample.sender_refused),
         store_latency: sample.store.map(|d| (d.as_secs_f64() * 100_000.0).round() / 100.0),
     };
@@ -205,7 +209,7 @@ impl Default for Prometheus {
     fn default() -> Self {
         let requests = Family::<OutcomeLabel, Counter>::default();
         // Every outcome from the start, at 0, so a rate or an alert on `failed` has a series to read.
-        for outcome in [Outcome::Stored, Outcome::Duplicate, Outcome::Rejected, Outcome::Failed] {
+        for outcome in [Outcome::Stored, Outcome::Duplicate, Outcome::Rejected, Outcome::Failed, Outcome::Busy] {
             drop(requests.get_or_create(&OutcomeLabel { outcome }));
         }
         // 1 ms to 10 s: a local sync takes a millisecond or less, an S3 write tens.

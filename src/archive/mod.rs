@@ -40,6 +40,9 @@ pub enum ArchiveError {
     Io { path: PathBuf, source: io::Error },
     #[error("storing {key} took longer than {budget:?}")]
     Timeout { key: String, budget: Duration },
+    /// The local writer already has this many lines waiting: its disk is not keeping up.
+    #[error("the archive writer has {waiting} lines waiting; refused another")]
+    Busy { waiting: usize },
 }
 
 /// The storage seam: put these bytes under this key, only if the key is absent.

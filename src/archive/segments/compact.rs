@@ -8,60 +8,66 @@
 //! that the next compact removes, since their ids are in a segment.
 
 use std::collections::HashSet;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use time::Date;
 
 use super::SEGMENT_BYTES;
-use super::files::{self, Names, lock, partitions, recover, sync_dir, whole_lines};
+use super::disk::{Disk, DiskFile, Open, Reader, RealDisk};
+use super::files::{self, Names, lock, partitions, recover, whole_lines};
 use crate::compact::{Compactor, Done, Options, Report, cutoff, drive, mergeable};
 use crate::key::{LINES_SUFFIX, event_file_id, partition_name};
 
 /// Runs the compaction over `root`, holding its lock. Blocking: call it off the async threads.
 pub(crate) fn run(root: &Path, options: &Options) -> Result<Report, String> {
-    if !root.is_dir() {
+    run_on(RealDisk::shared(), root, options)
+}
+
+fn run_on(disk: Arc<dyn Disk>, root: &Path, options: &Options) -> Result<Report, String> {
+    if !disk.is_dir(root) {
         return Err(format!("ARCHIVE_URI directory {} does not exist", root.display()));
     }
-    let _lock = lock(root).map_err(|e| format!("{e}: stop the server before compacting its directory"))?;
-    recover(root).map_err(|e| format!("sealing what a stopped server left in {} failed: {e}", root.display()))?;
-    let mut compactor = DirCompactor { root: root.to_owned(), names: Names::new() };
+    let _lock = lock(&*disk, root).map_err(|e| format!("{e}: stop the server before compacting its directory"))?;
+    recover(&*disk, root)
+        .map_err(|e| format!("sealing what a stopped server left in {} failed: {e}", root.display()))?;
+    let mut compactor = DirCompactor { disk, root: root.to_owned(), names: Names::new() };
     // The partitions are plain file work; the shared driver is async only for S3's sake.
     tokio::runtime::Handle::current().block_on(drive(&mut compactor, options))
 }
 
 struct DirCompactor {
+    disk: Arc<dyn Disk>,
     root: PathBuf,
     names: Names,
 }
 
 impl Compactor for DirCompactor {
     async fn dates(&mut self) -> Result<Vec<Date>, String> {
-        let found = partitions(&self.root).map_err(|e| format!("reading {} failed: {e}", self.root.display()))?;
+        let found =
+            partitions(&*self.disk, &self.root).map_err(|e| format!("reading {} failed: {e}", self.root.display()))?;
         Ok(found.into_iter().map(|(date, _)| date).collect())
     }
 
     async fn partition(&mut self, date: Date, options: &Options, done: &mut Done) -> Result<(), String> {
         let dir = self.root.join(partition_name(date));
-        partition(&dir, options, &mut self.names, done).map_err(|e| e.to_string())
+        partition(&*self.disk, &dir, options, &mut self.names, done).map_err(|e| e.to_string())
     }
 }
 
-fn partition(dir: &Path, options: &Options, names: &mut Names, done: &mut Done) -> io::Result<()> {
+fn partition(disk: &dyn Disk, dir: &Path, options: &Options, names: &mut Names, done: &mut Done) -> io::Result<()> {
     let cutoff = cutoff(options);
     let mut candidates = Vec::new();
     let mut known = HashSet::new();
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(id) = event_file_id(name) {
-            if entry.metadata()?.modified()? <= cutoff {
-                candidates.push((entry.path(), id));
+    for (name, _) in disk.read_dir(dir)? {
+        let path = dir.join(&name);
+        if let Some(id) = event_file_id(&name) {
+            if disk.modified(&path)? <= cutoff {
+                candidates.push((path, id));
             }
         } else if name.ends_with(LINES_SUFFIX) && !name.starts_with('.') {
-            whole_lines(&File::open(entry.path())?, |id| {
+            whole_lines(&*disk.open(&path, Open::Existing)?, |id| {
                 known.insert(id);
             })?;
         }
@@ -72,61 +78,62 @@ fn partition(dir: &Path, options: &Options, names: &mut Names, done: &mut Done) 
     candidates.sort();
     let (stale, fresh): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|(_, id)| known.contains(id));
     for (path, _) in &stale {
-        fs::remove_file(path)?;
+        disk.remove_file(path)?;
         done.already_merged += 1;
     }
     if !stale.is_empty() {
-        sync_dir(dir)?;
+        disk.sync_dir(dir)?;
     }
     let cap = (options.max_object_bytes as u64).min(SEGMENT_BYTES);
     let mut merge: Option<Merge> = None;
     for (path, id) in fresh {
-        let line = fs::read(&path)?;
+        let mut line = Vec::new();
+        Reader { file: &*disk.open(&path, Open::Existing)?, pos: 0 }.read_to_end(&mut line)?;
         if !mergeable(&line, &id) {
             tracing::warn!(file = %path.display(), "left in place: not one stored line ending with the id its name names");
             done.skipped += 1;
             continue;
         }
         if merge.as_ref().is_some_and(|m| m.len + line.len() as u64 > cap) {
-            merge.take().expect("checked").finish(dir, done)?;
+            merge.take().expect("checked").finish(disk, dir, done)?;
         }
         let m = match &mut merge {
             Some(m) => m,
-            None => merge.insert(Merge::create(dir, names)?),
+            None => merge.insert(Merge::create(disk, dir, names)?),
         };
-        m.file.write_all(&line)?;
+        m.file.write_all_at(&line, m.len)?;
         m.len += line.len() as u64;
         m.merged.push(path);
     }
     if let Some(m) = merge {
-        m.finish(dir, done)?;
+        m.finish(disk, dir, done)?;
     }
     Ok(())
 }
 
 /// A segment being written from per-event files.
 struct Merge {
-    file: File,
+    file: Box<dyn DiskFile>,
     name: String,
     len: u64,
     merged: Vec<PathBuf>,
 }
 
 impl Merge {
-    fn create(dir: &Path, names: &mut Names) -> io::Result<Merge> {
-        let (name, file) = names.create(dir, files::merge)?;
+    fn create(disk: &dyn Disk, dir: &Path, names: &mut Names) -> io::Result<Merge> {
+        let (name, file) = names.create(disk, dir, files::merge)?;
         Ok(Merge { file, name, len: 0, merged: Vec::new() })
     }
 
     /// Makes the segment durable under its visible name, then removes the files merged into it.
-    fn finish(self, dir: &Path, done: &mut Done) -> io::Result<()> {
+    fn finish(self, disk: &dyn Disk, dir: &Path, done: &mut Done) -> io::Result<()> {
         self.file.sync_data()?;
-        fs::rename(files::merge(dir, &self.name), files::sealed(dir, &self.name))?;
-        sync_dir(dir)?;
+        disk.rename(&files::merge(dir, &self.name), &files::sealed(dir, &self.name))?;
+        disk.sync_dir(dir)?;
         for path in &self.merged {
-            fs::remove_file(path)?;
+            disk.remove_file(path)?;
         }
-        sync_dir(dir)?;
+        disk.sync_dir(dir)?;
         done.written += 1;
         done.merged += self.merged.len() as u64;
         Ok(())

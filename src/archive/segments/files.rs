@@ -1,13 +1,12 @@
 //! The file-level steps of the local archive: its lock, the names of hidden files, recovery
-//! after a crash, reading whole lines, and syncing directories.
+//! after a crash, and reading whole lines. Every step goes through the `Disk` seam.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
+use super::disk::{Disk, DiskFile, Open, Reader};
 use crate::key::{Id, LINES_SUFFIX, parse_partition};
 use crate::record::verify_line;
 
@@ -42,21 +41,17 @@ pub(crate) fn merge(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!(".{name}{MERGE_SUFFIX}"))
 }
 
-/// Takes the directory's lock, held as long as the file stays open. Another process holding it
-/// is `ResourceBusy`, so the caller can say so rather than blame permissions.
-pub(crate) fn lock(root: &Path) -> io::Result<File> {
-    let lock = OpenOptions::new().create(true).truncate(false).write(true).open(root.join(LOCK_FILE))?;
-    lock.try_lock().map_err(|e| match e {
-        fs::TryLockError::WouldBlock => io::Error::new(
+/// Takes the directory's lock, held as long as the guard lives. Another process holding it is
+/// `ResourceBusy`, so the caller can say so rather than blame permissions.
+pub(crate) fn lock(disk: &dyn Disk, root: &Path) -> io::Result<Box<dyn Send>> {
+    let path = root.join(LOCK_FILE);
+    disk.lock(&path).map_err(|e| match e.kind() {
+        io::ErrorKind::WouldBlock => io::Error::new(
             io::ErrorKind::ResourceBusy,
-            format!(
-                "another process holds {}: only one mailhook may write a directory",
-                root.join(LOCK_FILE).display()
-            ),
+            format!("another process holds {}: only one mailhook may write a directory", path.display()),
         ),
-        fs::TryLockError::Error(e) => e,
-    })?;
-    Ok(lock)
+        _ => e,
+    })
 }
 
 /// Segment names: this start's UTC time and a counter, so names sort by age and a new start
@@ -83,14 +78,19 @@ impl Names {
     }
 
     /// A name no segment in `dir` has, and a new hidden file `path(dir, name)` created for it.
-    pub(crate) fn create(&mut self, dir: &Path, path: fn(&Path, &str) -> PathBuf) -> io::Result<(String, File)> {
+    pub(crate) fn create(
+        &mut self,
+        disk: &dyn Disk,
+        dir: &Path,
+        path: fn(&Path, &str) -> PathBuf,
+    ) -> io::Result<(String, Box<dyn DiskFile>)> {
         loop {
             self.next += 1;
             let name = format!("{}-{:04}", self.run, self.next - 1);
-            if sealed(dir, &name).exists() {
+            if disk.exists(&sealed(dir, &name)) {
                 continue;
             }
-            match OpenOptions::new().read(true).write(true).create_new(true).open(path(dir, &name)) {
+            match disk.open(&path(dir, &name), Open::CreateNew) {
                 Ok(file) => return Ok((name, file)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
@@ -101,14 +101,13 @@ impl Names {
 
 /// The partition directories under `root`, by date. Nothing else under the root is the
 /// archive's: a `lost+found`, a dotfile or another tool's folder is left alone, readable or not.
-pub(crate) fn partitions(root: &Path) -> io::Result<Vec<(time::Date, PathBuf)>> {
+pub(crate) fn partitions(disk: &dyn Disk, root: &Path) -> io::Result<Vec<(time::Date, PathBuf)>> {
     let mut found = Vec::new();
-    for entry in fs::read_dir(root)? {
-        let entry = entry?;
-        if let Some(date) = entry.file_name().to_str().and_then(parse_partition)
-            && entry.file_type()?.is_dir()
+    for (name, is_dir) in disk.read_dir(root)? {
+        if let Some(date) = parse_partition(&name)
+            && is_dir
         {
-            found.push((date, entry.path()));
+            found.push((date, root.join(name)));
         }
     }
     found.sort();
@@ -117,38 +116,40 @@ pub(crate) fn partitions(root: &Path) -> io::Result<Vec<(time::Date, PathBuf)>> 
 
 /// Seals every live segment an earlier run left in the partitions under `root`, each cut back
 /// to its last line that verifies, and removes leftover snapshots and unfinished merges.
-pub(crate) fn recover(root: &Path) -> io::Result<()> {
-    for (_, dir) in partitions(root)? {
+pub(crate) fn recover(disk: &dyn Disk, root: &Path) -> io::Result<()> {
+    for (_, dir) in partitions(disk, root)? {
         let mut changed = false;
-        for entry in fs::read_dir(&dir)? {
-            let path = entry?.path();
-            let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        let mut names = disk.read_dir(&dir)?;
+        // In name order, so a crash during recovery is met again in the same order.
+        names.sort();
+        for (file_name, _) in names {
+            let path = dir.join(&file_name);
             let hidden = file_name.strip_prefix('.');
             // Snapshots are copies, and a merge a compaction did not finish still has its per-event files.
             if hidden
                 .is_some_and(|n| [SNAPSHOT_SUFFIX, OLD_SNAPSHOT_SUFFIX, MERGE_SUFFIX].iter().any(|s| n.ends_with(s)))
             {
-                fs::remove_file(&path)?;
+                disk.remove_file(&path)?;
                 changed = true;
             } else if let Some(name) =
                 hidden.and_then(|n| n.strip_suffix(OLD_LIVE_SUFFIX).or_else(|| n.strip_suffix(LIVE_SUFFIX)))
             {
-                recover_segment(&path, &sealed(&dir, name))?;
+                recover_segment(disk, &path, &sealed(&dir, name))?;
                 changed = true;
             }
         }
         if changed {
-            sync_dir(&dir)?;
+            disk.sync_dir(&dir)?;
         }
     }
     Ok(())
 }
 
 /// Cuts a live segment back to its whole lines and seals it as `sealed`.
-fn recover_segment(live: &Path, sealed: &Path) -> io::Result<()> {
-    let file = OpenOptions::new().read(true).write(true).open(live)?;
-    let len = file.metadata()?.len();
-    let whole = whole_lines(&file, |_| {})?;
+fn recover_segment(disk: &dyn Disk, live: &Path, sealed: &Path) -> io::Result<()> {
+    let file = disk.open(live, Open::Existing)?;
+    let len = file.len()?;
+    let whole = whole_lines(&*file, |_| {})?;
     if whole < len {
         // Zeros written ahead, and after a power loss possibly a line cut short or garbled.
         tracing::warn!(segment = %live.display(), kept = whole, cut = len - whole, "cut back to its last whole line");
@@ -157,10 +158,10 @@ fn recover_segment(live: &Path, sealed: &Path) -> io::Result<()> {
     }
     if whole == 0 {
         // Its snapshot, if any, could only hold lines of this segment: none were durable.
-        let _ = fs::remove_file(sealed);
-        fs::remove_file(live)
+        let _ = disk.remove_file(sealed);
+        disk.remove_file(live)
     } else {
-        fs::rename(live, sealed)
+        disk.rename(live, sealed)
     }
 }
 
@@ -168,9 +169,8 @@ fn recover_segment(live: &Path, sealed: &Path) -> io::Result<()> {
 /// (or has no newline), and returns the length of the lines before it. Whatever follows such a
 /// line was never acknowledged: an acknowledged line was synced after every line before it.
 /// Reads through a buffer, so memory stays small.
-pub(crate) fn whole_lines(file: &File, mut f: impl FnMut(Id)) -> io::Result<u64> {
-    let mut reader = BufReader::with_capacity(1 << 16, file);
-    reader.seek(SeekFrom::Start(0))?;
+pub(crate) fn whole_lines(file: &dyn DiskFile, mut f: impl FnMut(Id)) -> io::Result<u64> {
+    let mut reader = BufReader::with_capacity(1 << 16, Reader { file, pos: 0 });
     let mut line = Vec::new();
     let mut whole = 0;
     loop {
@@ -183,7 +183,7 @@ pub(crate) fn whole_lines(file: &File, mut f: impl FnMut(Id)) -> io::Result<u64>
 }
 
 /// Writes zeros over `from..to` of `file`.
-pub(crate) fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
+pub(crate) fn write_zeros(file: &dyn DiskFile, from: u64, to: u64) -> io::Result<()> {
     static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
     let mut at = from;
     while at < to {
@@ -192,9 +192,4 @@ pub(crate) fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
         at += n;
     }
     Ok(())
-}
-
-/// Makes a directory's entries durable: a new file or a rename is durable only after this.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }

@@ -10,24 +10,31 @@
 //!   `AlreadyPresent`) and its live segment: append, publish every few seconds, seal;
 //! - `files.rs`: the lock, hidden names, and the recovery that seals what a dead process left,
 //!   cut back to its last line that verifies;
+//! - `disk.rs`: the seam every disk step goes through, so tests can enumerate crash states;
 //! - `compact.rs`: `mailhook compact` for a directory, which merges per-event files into segments.
 
 pub(crate) mod compact;
+pub(crate) mod disk;
 mod files;
 mod partition;
 mod writer;
 
-use std::collections::HashMap;
-use std::fs::File;
+#[cfg(test)]
+mod crash_states;
+#[cfg(test)]
+mod sim;
+
+use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use self::files::{Names, lock, recover, sync_dir};
+use self::disk::{Disk, DiskFile, RealDisk};
+use self::files::{Names, lock, recover};
 use self::writer::{Job, Msg, Writer};
 use super::{Archive, ArchiveError, Stored};
 use crate::key::Key;
@@ -36,9 +43,13 @@ use crate::key::Key;
 pub(crate) const SEGMENT_BYTES: u64 = 32 << 20;
 /// How long an acknowledged line may wait before the live segment's snapshot shows it to readers.
 const PUBLISH_AFTER: Duration = Duration::from_secs(5);
+/// How many lines may wait for the writer. Requests hold at most `MAX_CONNECTIONS` of them; the
+/// rest are lines whose request timed out while a sync hung, and past this they are refused
+/// with 503 rather than kept in memory until the process is killed.
+const QUEUE_LIMIT: usize = 2048;
 
-/// How the writer makes a batch durable: `fdatasync` in production; tests count and fail it.
-pub(crate) type SyncFn = fn(&File) -> io::Result<()>;
+/// How the writer makes a batch durable: `fdatasync` in production; tests count, fail and hang it.
+pub(crate) type SyncFn = fn(&dyn DiskFile) -> io::Result<()>;
 
 /// The writer's settings; tests shrink them.
 #[derive(Debug, Clone, Copy)]
@@ -48,15 +59,17 @@ pub(crate) struct Tuning {
     pub publish_after: Duration,
     /// How often the writer looks for partitions to let go of.
     pub evict_every: Duration,
+    pub queue_limit: usize,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
-            sync: File::sync_data,
+            sync: |file| file.sync_data(),
             segment_bytes: SEGMENT_BYTES,
             publish_after: PUBLISH_AFTER,
             evict_every: Duration::from_secs(60),
+            queue_limit: QUEUE_LIMIT,
         }
     }
 }
@@ -65,7 +78,8 @@ impl Default for Tuning {
 #[derive(Debug, Clone)]
 pub struct DirArchive {
     root: PathBuf,
-    jobs: mpsc::Sender<Msg>,
+    jobs: mpsc::SyncSender<Msg>,
+    queue_limit: usize,
 }
 
 impl DirArchive {
@@ -78,22 +92,34 @@ impl DirArchive {
 
     /// As `open`, with other settings.
     pub(crate) fn open_with(root: impl Into<PathBuf>, tuning: Tuning) -> io::Result<Self> {
-        let root = root.into();
-        std::fs::create_dir_all(&root)?;
-        let lock = lock(&root)?;
-        recover(&root)?;
-        sync_dir(&root)?;
-        let (jobs, queue) = mpsc::channel();
-        let writer = Writer {
-            root: root.clone(),
+        Self::open_on(RealDisk::shared(), root.into(), tuning)
+    }
+
+    /// As `open`, on another disk.
+    pub(crate) fn open_on(disk: Arc<dyn Disk>, root: PathBuf, tuning: Tuning) -> io::Result<Self> {
+        let writer = Writer::start(disk, root.clone(), tuning)?;
+        let (jobs, queue) = mpsc::sync_channel(tuning.queue_limit);
+        std::thread::Builder::new().name("mailhook-archive".into()).spawn(move || writer.run(&queue))?;
+        Ok(DirArchive { root, jobs, queue_limit: tuning.queue_limit })
+    }
+}
+
+impl Writer {
+    /// Takes the directory's lock and recovers what an earlier run left open.
+    pub(super) fn start(disk: Arc<dyn Disk>, root: PathBuf, tuning: Tuning) -> io::Result<Writer> {
+        disk.create_dir_all(&root)?;
+        let lock = lock(&*disk, &root)?;
+        recover(&*disk, &root)?;
+        disk.sync_dir(&root)?;
+        Ok(Writer {
+            disk,
+            root,
             tuning,
             names: Names::new(),
-            partitions: HashMap::new(),
+            partitions: BTreeMap::new(),
             evicted_at: Instant::now(),
             _lock: lock,
-        };
-        std::thread::Builder::new().name("mailhook-archive".into()).spawn(move || writer.run(&queue))?;
-        Ok(DirArchive { root, jobs })
+        })
     }
 }
 
@@ -103,18 +129,31 @@ impl Archive for DirArchive {
         let (done, answer) = oneshot::channel();
         let job = Job { date: key.date, id: key.id, line, done };
         let stopped = || io::Error::other("the archive writer has stopped");
-        let result = match self.jobs.send(Msg::Put(job)) {
+        let result = match self.jobs.try_send(Msg::Put(job)) {
             Ok(()) => answer.await.unwrap_or_else(|_| Err(stopped())),
-            Err(_) => Err(stopped()),
+            Err(mpsc::TrySendError::Full(_)) => return Err(ArchiveError::Busy { waiting: self.queue_limit }),
+            Err(mpsc::TrySendError::Disconnected(_)) => Err(stopped()),
         };
         result.map_err(fail)
     }
 
     async fn close(&self) {
         let (done, closed) = oneshot::channel();
-        if self.jobs.send(Msg::Close(done)).is_ok() {
-            let _ = closed.await;
+        let mut close = Msg::Close(done);
+        // A full queue means a hung disk: wait a while for room, then stop without sealing (the
+        // next start seals what is open).
+        for _ in 0..1000 {
+            match self.jobs.try_send(close) {
+                Ok(()) => {
+                    let _ = closed.await;
+                    return;
+                }
+                Err(mpsc::TrySendError::Full(msg)) => close = msg,
+                Err(mpsc::TrySendError::Disconnected(_)) => return,
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        tracing::error!("the archive writer did not take the close within 10 s; the next start seals what is open");
     }
 }
 

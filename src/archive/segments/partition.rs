@@ -2,17 +2,17 @@
 //! its live segment (created, appended to and synced, published, sealed).
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use time::Date;
 
 use super::Tuning;
-use super::files::{self, Names, sync_dir, whole_lines, write_zeros};
-use crate::key::{Id, event_file_id, partition_name};
+use super::disk::{Disk, DiskFile, Open};
+use super::files::{self, Names, whole_lines, write_zeros};
+use crate::key::{Id, LINES_SUFFIX, event_file_id, partition_name};
 
 /// The live segment is written with zeros this far ahead of its lines, so that an `fdatasync`
 /// after a batch writes data only: appending past the file's end would also write its inode each
@@ -20,14 +20,18 @@ use crate::key::{Id, event_file_id, partition_name};
 const ZEROS_AHEAD: u64 = 1 << 20;
 
 pub(super) struct Partition {
+    disk: Arc<dyn Disk>,
     pub dir: PathBuf,
     /// The ids of every durable line in the partition.
     pub ids: HashSet<Id>,
     live: Option<Segment>,
+    /// Segments no longer appended to whose seal failed: they hold acknowledged lines that the
+    /// visible files may not, so the partition stays in memory until they are sealed.
+    stranded: Vec<Segment>,
 }
 
 struct Segment {
-    file: File,
+    file: Box<dyn DiskFile>,
     /// The file name without `.jsonl`: sealed or published as `<name>.jsonl`.
     name: String,
     /// The durable length: every byte before it is a whole, synced line.
@@ -43,24 +47,23 @@ struct Segment {
 impl Partition {
     /// Opens a partition, creating its directory, and indexes the ids of every line in it: the
     /// segments' lines that verify, and the per-event files written before segments, by name.
-    pub fn load(root: &Path, date: Date) -> io::Result<Partition> {
+    pub fn load(disk: Arc<dyn Disk>, root: &Path, date: Date) -> io::Result<Partition> {
         let dir = root.join(partition_name(date));
-        if !dir.is_dir() {
-            fs::create_dir_all(&dir)?;
-            sync_dir(root)?;
+        if !disk.is_dir(&dir) {
+            disk.create_dir_all(&dir)?;
+            disk.sync_dir(root)?;
         }
         let mut ids = HashSet::new();
-        for entry in fs::read_dir(&dir)? {
-            let path = entry?.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-            if let Some(id) = event_file_id(name) {
+        for (name, _) in disk.read_dir(&dir)? {
+            if let Some(id) = event_file_id(&name) {
                 ids.insert(id);
-            } else if name.ends_with(crate::key::LINES_SUFFIX) && !name.starts_with('.') {
-                let file = OpenOptions::new().read(true).write(true).open(&path)?;
-                let whole = whole_lines(&file, |id| {
+            } else if name.ends_with(LINES_SUFFIX) && !name.starts_with('.') {
+                let path = dir.join(&name);
+                let file = disk.open(&path, Open::Existing)?;
+                let whole = whole_lines(&*file, |id| {
                     ids.insert(id);
                 })?;
-                if whole < file.metadata()?.len() {
+                if whole < file.len()? {
                     // Only a failed sync followed by a crash leaves this: a cut that never reached the disk.
                     tracing::warn!(segment = %path.display(), kept = whole, "cut a sealed segment back to its whole lines");
                     file.set_len(whole)?;
@@ -68,7 +71,7 @@ impl Partition {
                 }
             }
         }
-        Ok(Partition { dir, ids, live: None })
+        Ok(Partition { disk, dir, ids, live: None, stranded: Vec::new() })
     }
 
     /// Appends `lines` to the live segment (a new one if there is none or it is full) and syncs.
@@ -79,14 +82,14 @@ impl Partition {
             self.seal();
         }
         if self.live.is_none() {
-            self.live = Some(Segment::create(&self.dir, names)?);
+            self.live = Some(Segment::create(&*self.disk, &self.dir, names)?);
         }
         let segment = self.live.as_mut().expect("just made");
         let end = segment.len + lines.len() as u64;
         if end > segment.zeroed_to {
             // Best effort: on a full disk the lines may still fit without the zeros.
             let ahead = end + ZEROS_AHEAD.min(tuning.segment_bytes.saturating_sub(end));
-            match write_zeros(&segment.file, segment.zeroed_to, ahead) {
+            match write_zeros(&*segment.file, segment.zeroed_to, ahead) {
                 Ok(()) => segment.zeroed_to = ahead,
                 Err(_) => {
                     let _ = segment.file.set_len(segment.len);
@@ -102,7 +105,7 @@ impl Partition {
             }
             return Err(e);
         }
-        if let Err(e) = sync(&segment.file) {
+        if let Err(e) = sync(&*segment.file) {
             // After a failed sync the page cache cannot be trusted: those lines may or may not be
             // on disk. Cut the file back to what was durable, try to make that cut durable, and
             // seal it; the next batch starts a new segment. Should the cut not reach the disk, the
@@ -110,7 +113,7 @@ impl Partition {
             match segment.file.set_len(segment.len) {
                 Ok(()) => {
                     segment.zeroed_to = segment.len;
-                    let _ = sync(&segment.file);
+                    let _ = sync(&*segment.file);
                     self.seal();
                 }
                 Err(_) => self.abandon(),
@@ -125,61 +128,88 @@ impl Partition {
     /// Shows readers the live segment's durable lines: copies them to a hidden file and renames
     /// it over `<name>.jsonl`. The copy needs no sync: the live segment holds the durable lines.
     pub fn publish(&mut self, after: Duration) -> io::Result<()> {
+        if !self.stranded.is_empty() {
+            self.seal_stranded();
+        }
         let Some(segment) = self.live.as_mut() else { return Ok(()) };
         let due = segment.unpublished_since.is_some_and(|since| since.elapsed() >= after);
         if !due || segment.published == segment.len {
             return Ok(());
         }
         let snapshot = files::snapshot(&self.dir, &segment.name);
-        let mut out = File::create(&snapshot)?;
-        let mut source = &segment.file;
-        source.seek(SeekFrom::Start(0))?;
-        io::copy(&mut io::Read::take(source, segment.len), &mut out)?;
-        fs::rename(&snapshot, files::sealed(&self.dir, &segment.name))?;
+        let out = self.disk.open(&snapshot, Open::Truncate)?;
+        let mut buf = vec![0; (1 << 16).min(segment.len as usize)];
+        let mut at = 0;
+        while at < segment.len {
+            let want = buf.len().min((segment.len - at) as usize);
+            let read = segment.file.read_at(&mut buf[..want], at)?;
+            if read == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            out.write_all_at(&buf[..read], at)?;
+            at += read as u64;
+        }
+        self.disk.rename(&snapshot, &files::sealed(&self.dir, &segment.name))?;
         segment.published = segment.len;
         segment.unpublished_since = None;
         Ok(())
     }
 
-    /// Renames the live segment to its visible name (over its snapshot), or removes it if it
-    /// holds nothing. Logged, not returned: the lines are durable either way, and a segment
-    /// left hidden is sealed by the next start.
-    pub fn seal(&mut self) {
-        let Some(segment) = self.live.take() else { return };
-        let live = files::live(&self.dir, &segment.name);
-        let result = if segment.len == 0 {
-            fs::remove_file(&live)
-        } else {
-            // The zeros ahead go first, durably, so a reader never meets them under the visible name.
-            let cut = if segment.zeroed_to > segment.len {
-                segment.file.set_len(segment.len).and_then(|()| segment.file.sync_all())
-            } else {
-                Ok(())
-            };
-            cut.and_then(|()| fs::rename(&live, files::sealed(&self.dir, &segment.name)))
-                .and_then(|()| sync_dir(&self.dir))
-        };
-        if let Err(e) = result {
-            tracing::error!(segment = %live.display(), error = %e, "sealing a segment failed; the next start seals it");
-        }
+    /// Seals the live segment and any earlier one whose seal failed: renames each to its visible
+    /// name (over its snapshot), or removes it if it holds nothing. A failure is logged and the
+    /// segment kept for the next try (or the next start): its lines are durable either way.
+    /// Returns whether everything is sealed; until it is, the visible files lack lines that only
+    /// this partition's index in memory still knows.
+    pub fn seal(&mut self) -> bool {
+        self.stranded.extend(self.live.take());
+        self.seal_stranded()
     }
 
-    /// Stops using a live segment that could not be cut back: readers must not see its tail, so
-    /// it stays hidden for the next start to cut back and seal. An empty one is removed.
+    fn seal_stranded(&mut self) -> bool {
+        let disk = &*self.disk;
+        let dir = &self.dir;
+        self.stranded.retain(|segment| match segment.seal(disk, dir) {
+            Ok(()) => false,
+            Err(e) => {
+                let live = files::live(dir, &segment.name);
+                tracing::error!(segment = %live.display(), error = %e, "sealing a segment failed; it is tried again");
+                true
+            }
+        });
+        self.stranded.is_empty()
+    }
+
+    /// Stops appending to a live segment that could not be cut back to its durable length: it
+    /// stays hidden, and sealing it (now, later, or at the next start) cuts it back first.
     fn abandon(&mut self) {
-        if let Some(segment) = self.live.take()
-            && segment.len == 0
-        {
-            let _ = fs::remove_file(files::live(&self.dir, &segment.name));
-        }
+        self.stranded.extend(self.live.take());
+        self.seal();
     }
 }
 
 impl Segment {
+    /// Cuts off the zeros ahead (durably, so a reader never meets them under the visible name),
+    /// renames the segment to `<name>.jsonl` and syncs the directory; an empty one is removed.
+    fn seal(&self, disk: &dyn Disk, dir: &Path) -> io::Result<()> {
+        let live = files::live(dir, &self.name);
+        if self.len == 0 {
+            return match disk.remove_file(&live) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            };
+        }
+        if self.file.len()? != self.len {
+            self.file.set_len(self.len)?;
+            self.file.sync_all()?;
+        }
+        disk.rename(&live, &files::sealed(dir, &self.name))?;
+        disk.sync_dir(dir)
+    }
+
     /// A new, empty live segment whose name is durable before any line in it is acknowledged.
-    fn create(dir: &Path, names: &mut Names) -> io::Result<Segment> {
-        let (name, file) = names.create(dir, files::live)?;
-        sync_dir(dir)?;
+    fn create(disk: &dyn Disk, dir: &Path, names: &mut Names) -> io::Result<Segment> {
+        let (name, file) = names.create(disk, dir, files::live)?;
+        disk.sync_dir(dir)?;
         Ok(Segment { file, name, len: 0, zeroed_to: 0, published: 0, unpublished_since: None })
     }
 }

@@ -114,7 +114,7 @@ async fn an_unwritable_partition_is_an_error_and_stores_nothing() {
 
 static SYNCS: AtomicU64 = AtomicU64::new(0);
 
-fn counted_sync(file: &File) -> io::Result<()> {
+fn counted_sync(file: &dyn disk::DiskFile) -> io::Result<()> {
     SYNCS.fetch_add(1, Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(20));
     file.sync_data()
@@ -145,7 +145,7 @@ async fn one_sync_serves_many_writes() {
 
 static SYNC_FAILS: AtomicBool = AtomicBool::new(false);
 
-fn failing_sync(file: &File) -> io::Result<()> {
+fn failing_sync(file: &dyn disk::DiskFile) -> io::Result<()> {
     if SYNC_FAILS.load(Ordering::SeqCst) { Err(io::Error::other("EIO")) } else { file.sync_data() }
 }
 
@@ -374,4 +374,83 @@ async fn an_evicted_partition_is_sealed_and_a_resend_to_it_is_still_found() {
         "an old partition still takes new lines"
     );
     archive.close().await;
+}
+
+static HANG: AtomicBool = AtomicBool::new(false);
+
+fn hanging_sync(file: &dyn disk::DiskFile) -> io::Result<()> {
+    while HANG.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    file.sync_data()
+}
+
+/// While a sync hangs, requests time out with 500 and their lines wait; once the queue holds
+/// `queue_limit` of them, the next request is refused at once with 503 and counted, instead of
+/// growing memory until the process is killed. When the disk comes back, everything works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_sync_fills_the_queue_and_then_requests_get_503_at_once() {
+    use crate::http::{AppState, router};
+    use crate::metrics::{Metrics, Prometheus};
+    use tower::ServiceExt;
+
+    let root = tempfile::tempdir().unwrap();
+    HANG.store(true, Ordering::SeqCst);
+    let tuning = Tuning { sync: hanging_sync, queue_limit: 4, ..Tuning::default() };
+    let archive = DirArchive::open_with(root.path(), tuning).unwrap();
+    let state = Arc::new(AppState {
+        tokens: crate::webhook::Tokens::parse("t").unwrap(),
+        account_id: None,
+        max_body_bytes: 1 << 20,
+        store_timeout: Duration::from_millis(200),
+        body_timeout: Duration::from_secs(1),
+        prefix: String::new(),
+        archive: archive.clone(),
+        metrics: Metrics::Prometheus(Prometheus::default()),
+    });
+    let app = router(state.clone());
+    let send = |uid: u32| {
+        let request = axum::http::Request::post("/")
+            .header("x-webhook-token", "t")
+            .body(axum::body::Body::from(format!(r#"{{"mailbox":"a@b.c","uid":{uid},"event":"new"}}"#)))
+            .unwrap();
+        let app = app.clone();
+        async move {
+            let started = Instant::now();
+            let response = app.oneshot(request).await.unwrap();
+            (response.status().as_u16(), started.elapsed())
+        }
+    };
+    // The first is taken by the writer, which hangs in its sync; four more wait in the queue.
+    for uid in 0..5 {
+        assert_eq!(send(uid).await.0, 500, "request {uid} times out while the sync hangs");
+    }
+    let (status, took) = send(5).await;
+    assert_eq!(status, 503, "the queue is full");
+    assert!(took < Duration::from_millis(150), "refused at once, not after the store budget: {took:?}");
+    let Metrics::Prometheus(p) = &state.metrics else { unreachable!() };
+    assert!(p.text().contains("mailhook_requests_total{outcome=\"busy\"} 1"), "{}", p.text());
+
+    HANG.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match send(6).await.0 {
+            200 => break,
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+            other => panic!("the archive did not come back: {other}"),
+        }
+    }
+    archive.close().await;
+    // The lines whose requests timed out were stored all the same.
+    let mut stored = 0;
+    for partition in fs::read_dir(root.path()).unwrap() {
+        let partition = partition.unwrap().path();
+        if partition.is_dir() {
+            for file in fs::read_dir(partition).unwrap() {
+                stored +=
+                    fs::read(file.unwrap().path()).unwrap().split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();
+            }
+        }
+    }
+    assert_eq!(stored, 6);
 }

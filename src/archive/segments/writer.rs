@@ -1,11 +1,11 @@
 //! The one writer thread: group commit. It takes every waiting line, appends each partition's
 //! lines with one write, makes them durable with one `fdatasync`, and only then answers them.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
-use std::fs::File;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use time::{Date, OffsetDateTime};
 use tokio::sync::oneshot;
 
 use super::Tuning;
+use super::disk::Disk;
 use super::files::Names;
 use super::partition::Partition;
 use crate::archive::Stored;
@@ -40,12 +41,15 @@ pub(super) struct Job {
 }
 
 pub(super) struct Writer {
+    pub disk: Arc<dyn Disk>,
     pub root: PathBuf,
     pub tuning: Tuning,
     pub names: Names,
-    pub partitions: HashMap<Date, Partition>,
+    /// Ordered, so the writer's steps come in the same order every run (the crash-state tests
+    /// replay them).
+    pub partitions: BTreeMap<Date, Partition>,
     pub evicted_at: Instant,
-    pub _lock: File,
+    pub _lock: Box<dyn Send>,
 }
 
 impl Writer {
@@ -57,7 +61,7 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            let mut batch: HashMap<Date, Vec<Job>> = HashMap::new();
+            let mut batch: BTreeMap<Date, Vec<Job>> = BTreeMap::new();
             let mut closing = None;
             for msg in first.into_iter().chain(queue.try_iter()) {
                 match msg {
@@ -81,10 +85,10 @@ impl Writer {
     }
 
     /// Appends one partition's new lines, makes them durable, then answers every job.
-    fn commit(&mut self, date: Date, jobs: Vec<Job>) {
+    pub(super) fn commit(&mut self, date: Date, jobs: Vec<Job>) {
         let partition = match self.partitions.entry(date) {
             Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => match Partition::load(&self.root, date) {
+            Entry::Vacant(e) => match Partition::load(self.disk.clone(), &self.root, date) {
                 Ok(p) => e.insert(p),
                 Err(err) => return answer_all(jobs.into_iter(), &err),
             },
@@ -124,7 +128,7 @@ impl Writer {
         }
     }
 
-    fn publish_due(&mut self) {
+    pub(super) fn publish_due(&mut self) {
         for partition in self.partitions.values_mut() {
             if let Err(e) = partition.publish(self.tuning.publish_after) {
                 tracing::error!(partition = %partition.dir.display(), error = %e, "publishing a segment failed");
@@ -133,22 +137,19 @@ impl Writer {
     }
 
     /// Lets go of partitions that the dt rule can no longer write to, sealing their segments.
-    fn evict_old(&mut self) {
+    pub(super) fn evict_old(&mut self) {
         if self.evicted_at.elapsed() < self.tuning.evict_every {
             return;
         }
         self.evicted_at = Instant::now();
         let today = OffsetDateTime::now_utc().date();
-        self.partitions.retain(|&date, partition| {
-            let keep = reachable(date, today);
-            if !keep {
-                partition.seal();
-            }
-            keep
-        });
+        // A partition whose seal fails stays: reloaded from its visible files, its index would
+        // lack the lines acknowledged since the last publish, and a resend of one would be
+        // stored twice.
+        self.partitions.retain(|&date, partition| reachable(date, today) || !partition.seal());
     }
 
-    fn seal_all(&mut self) {
+    pub(super) fn seal_all(&mut self) {
         for partition in self.partitions.values_mut() {
             partition.seal();
         }
