@@ -2,7 +2,7 @@ use mailhook::compact::{self, Options};
 use mailhook::config::{Access, CompactConfig, Config};
 
 const USAGE: &str = "usage: mailhook (serve, configured by the environment) | mailhook compact [--through YYYY-MM-DD] \
-                     [--min-age SECONDS] [--max-object-bytes N]";
+                     [--min-age SECONDS] [--max-object-bytes N] [--lease SECONDS]";
 
 /// What to run, from the arguments and `_HANDLER`.
 enum Command {
@@ -13,7 +13,7 @@ enum Command {
 }
 
 /// How a command ended: 0 done, 1 failed while running, 2 refused to start (arguments or
-/// configuration). The message is logged once.
+/// configuration), 3 another compaction holds the archive. The message is logged once.
 type Outcome = Result<(), (i32, String)>;
 
 fn main() {
@@ -56,7 +56,9 @@ fn run(command: Command) -> Outcome {
                 parsed => parsed.map_err(|e| (2, e))?,
             };
             let config = CompactConfig::from_env().map_err(refused)?;
-            let report = start(&config.access).block_on(compact::run(&config, &options)).map_err(|e| (1, e))?;
+            let report = start(&config.access)
+                .block_on(compact::run(&config, &options))
+                .map_err(|e| (e.exit_code(), e.to_string()))?;
             tracing::info!(through = %options.through, "{report}");
             report.failure().map_or(Ok(()), |message| Err((1, message)))
         }

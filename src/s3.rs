@@ -50,14 +50,25 @@ pub async fn receiver_client(
 }
 
 /// The compaction's client: longer attempts than the receiver's (a merged object is up to
-/// `--max-object-bytes`), and more retries, since nobody is waiting on an answer.
-pub async fn compaction_client(access: &Access, lambda: bool) -> aws_sdk_s3::Client {
+/// `--max-object-bytes`), and more retries, since nobody is waiting on an answer; but every
+/// request, retries included, ends within `operation_timeout`, which the lease relies on.
+pub async fn compaction_client(access: &Access, lambda: bool, operation_timeout: Duration) -> aws_sdk_s3::Client {
+    compaction_client_from(sdk_loader(lambda), access.s3_force_path_style, operation_timeout).await
+}
+
+/// As `compaction_client`, from another loader (tests add an endpoint and keys).
+pub async fn compaction_client_from(
+    loader: aws_config::ConfigLoader,
+    force_path_style: bool,
+    operation_timeout: Duration,
+) -> aws_sdk_s3::Client {
     let timeouts = TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .operation_attempt_timeout(Duration::from_secs(120))
+        .connect_timeout(Duration::from_secs(5).min(operation_timeout))
+        .operation_attempt_timeout(Duration::from_secs(120).min(operation_timeout))
+        .operation_timeout(operation_timeout)
         .build();
     let retries = RetryConfig::standard().with_max_attempts(5);
-    build(sdk_loader(lambda), access.s3_force_path_style, timeouts, retries).await
+    build(loader, force_path_style, timeouts, retries).await
 }
 
 /// An S3 client on the SDK's hyper 1 client with rustls on ring, with these timeouts and retries.

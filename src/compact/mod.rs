@@ -14,6 +14,7 @@
 //! copies; readers count `DISTINCT id` for an exact count.
 
 mod lambda;
+pub mod lease;
 mod s3;
 
 use std::fmt;
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use time::{Date, OffsetDateTime};
 
 pub use self::lambda::serve_lambda;
+use self::lease::{Lease, LeaseError};
 use crate::config::{ArchiveTarget, CompactConfig};
 use crate::key::Id;
 use crate::record::verify_line;
@@ -42,7 +44,12 @@ const DEFAULT_MAX_OBJECT_BYTES: usize = 128 << 20;
 /// on as `_HANDLER`.
 pub const HANDLER: &str = "compact";
 /// The usage line of `mailhook compact`.
-pub const USAGE: &str = "usage: mailhook compact [--through YYYY-MM-DD] [--min-age SECONDS] [--max-object-bytes N]";
+pub const USAGE: &str =
+    "usage: mailhook compact [--through YYYY-MM-DD] [--min-age SECONDS] [--max-object-bytes N] [--lease SECONDS]";
+/// How long a run's lease on an S3 archive lasts between renewals. Every S3 request of a run
+/// must end within half of it (the client's operation timeout), so this bounds the largest
+/// merged object a slow link can write, and how long a killed run holds the archive up.
+const DEFAULT_LEASE: Duration = Duration::from_secs(600);
 /// At most this many GETs are in flight at once.
 pub const GETS_IN_FLIGHT: usize = 64;
 
@@ -57,6 +64,8 @@ pub struct Options {
     pub max_object_bytes: usize,
     /// When to stop starting new work (a Lambda's deadline, less a margin).
     pub deadline: Option<Instant>,
+    /// How long the lease on an S3 archive lasts between renewals.
+    pub lease: Duration,
 }
 
 impl Options {
@@ -67,10 +76,11 @@ impl Options {
             min_age: DEFAULT_MIN_AGE,
             max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
             deadline: None,
+            lease: DEFAULT_LEASE,
         }
     }
 
-    /// Reads `[--through YYYY-MM-DD] [--min-age SECONDS] [--max-object-bytes N]`.
+    /// Reads `[--through YYYY-MM-DD] [--min-age SECONDS] [--max-object-bytes N] [--lease SECONDS]`.
     /// `-h` or `--help` is an `Err` of the usage line alone.
     pub fn parse(args: impl IntoIterator<Item = String>, now: OffsetDateTime) -> Result<Options, String> {
         let mut options = Options::defaults(now);
@@ -100,6 +110,15 @@ impl Options {
                         .filter(|&n| n >= 1)
                         .ok_or_else(|| format!("--max-object-bytes must be a whole number of bytes, got {v:?}"))?;
                 }
+                "--lease" => {
+                    let v = value()?;
+                    options.lease = v
+                        .parse()
+                        .ok()
+                        .filter(|&n| (2..=86_400).contains(&n))
+                        .map(Duration::from_secs)
+                        .ok_or_else(|| format!("--lease must be whole seconds from 2 to 86400, got {v:?}"))?;
+                }
                 "-h" | "--help" => return Err(USAGE.to_owned()),
                 other => return Err(format!("unknown argument {other:?}: {USAGE}")),
             }
@@ -108,7 +127,7 @@ impl Options {
     }
 }
 
-fn parse_date(text: &str) -> Option<Date> {
+pub(crate) fn parse_date(text: &str) -> Option<Date> {
     Date::parse(text.trim(), time::macros::format_description!("[year]-[month]-[day]")).ok()
 }
 
@@ -133,6 +152,9 @@ pub struct Report {
     pub skipped: u64,
     /// Partitions that could not be finished, with the reason.
     pub failed: Vec<(Date, String)>,
+    /// Where the next run should start, when the deadline cut this one off: the partition after
+    /// the one it was cut off in, so no partition holds the others back for more than a run.
+    pub resume_from: Option<Date>,
 }
 
 impl fmt::Display for Report {
@@ -210,17 +232,29 @@ pub(crate) trait Compactor: Send {
     ) -> impl Future<Output = Result<(), String>> + Send;
 }
 
-/// The run itself, the same for every archive: partitions one after another, oldest first, none
-/// started after the deadline; a failed partition is reported and the run goes on with the next.
-pub(crate) async fn drive(compactor: &mut impl Compactor, options: &Options) -> Result<Report, String> {
-    let mut dates = compactor.dates().await?;
+/// The run itself, the same for every archive: partitions one after another, oldest first from
+/// `start_from` (then the older ones), none started after the deadline; a failed partition is
+/// reported and the run goes on with the next.
+pub(crate) async fn drive(
+    compactor: &mut impl Compactor,
+    options: &Options,
+    start_from: Option<Date>,
+) -> Result<Report, String> {
+    let mut dates: Vec<Date> = compactor.dates().await?.into_iter().filter(|d| *d <= options.through).collect();
     dates.sort();
+    if let Some(from) = start_from {
+        let at = dates.partition_point(|d| *d < from);
+        dates.rotate_left(at);
+    }
     let mut report = Report::default();
-    for date in dates.into_iter().filter(|d| *d <= options.through) {
+    for (n, &date) in dates.iter().enumerate() {
         report.partitions += 1;
         let mut done = Done::default();
         let result = match out_of_time(options) {
-            Some(why) => Err(why),
+            Some(why) => {
+                report.resume_from.get_or_insert(date);
+                Err(why)
+            }
             None => compactor.partition(date, options, &mut done).await,
         };
         report.add(&done);
@@ -230,6 +264,10 @@ pub(crate) async fn drive(compactor: &mut impl Compactor, options: &Options) -> 
                 already_merged = done.already_merged, skipped = done.skipped, "partition compacted"
             ),
             Err(why) => {
+                if report.resume_from.is_none() && out_of_time(options).is_some() {
+                    // Cut off inside this partition: what it wrote stays; the next run starts after it.
+                    report.resume_from = Some(dates[(n + 1) % dates.len()]);
+                }
                 tracing::error!(partition = %date, error = %why, "compacting a partition failed");
                 report.failed.push((date, why));
             }
@@ -238,20 +276,68 @@ pub(crate) async fn drive(compactor: &mut impl Compactor, options: &Options) -> 
     Ok(report)
 }
 
+/// Why a run did not run to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CompactError {
+    /// 3 when another compaction holds the archive (nothing was done, or this run stopped
+    /// before its next write); 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CompactError::Lease(LeaseError::Held { .. } | LeaseError::Lost { .. }) => 3,
+            _ => 1,
+        }
+    }
+}
+
 /// Compacts the archive `config` names.
-pub async fn run(config: &CompactConfig, options: &Options) -> Result<Report, String> {
+pub async fn run(config: &CompactConfig, options: &Options) -> Result<Report, CompactError> {
     match &config.access.archive {
         ArchiveTarget::S3 { bucket, prefix } => {
-            let client = crate::s3::compaction_client(&config.access, config.lambda).await;
-            drive(&mut s3::S3Compactor { client, bucket: bucket.clone(), prefix: prefix.clone() }, options).await
+            let client = crate::s3::compaction_client(&config.access, config.lambda, options.lease / 2).await;
+            run_s3(client, bucket, prefix, options).await
         }
         ArchiveTarget::Dir(root) => {
             let (root, options) = (root.clone(), options.clone());
             tokio::task::spawn_blocking(move || crate::archive::segments::compact::run(&root, &options))
                 .await
-                .map_err(|e| format!("the local compaction stopped: {e}"))?
+                .map_err(|e| CompactError::Failed(format!("the local compaction stopped: {e}")))?
+                .map_err(CompactError::Failed)
         }
     }
+}
+
+/// Compacts `s3://bucket/prefix` through `client`, whose operation timeout must be at most half
+/// of `options.lease`, holding the archive's lease throughout.
+pub async fn run_s3(
+    client: aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    options: &Options,
+) -> Result<Report, CompactError> {
+    let lease = Lease::acquire(&client, bucket, prefix, options.lease).await?;
+    let start_from = lease.resume_after;
+    let mut compactor = s3::S3Compactor::new(client, bucket, prefix, lease);
+    let driven = drive(&mut compactor, options, start_from).await;
+    let (lease, lost) = compactor.into_lease();
+    if let Some(lost) = lost {
+        return Err(lost.into());
+    }
+    let report = match driven {
+        Ok(report) => report,
+        Err(e) => {
+            lease.release(None).await;
+            return Err(CompactError::Failed(e));
+        }
+    };
+    lease.release(report.resume_from).await;
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -281,6 +367,9 @@ mod tests {
         assert!(parse(&["--min-age", "-1"]).unwrap_err().contains("--min-age"));
         assert!(parse(&["--min-age"]).unwrap_err().contains("needs a value"));
         assert!(parse(&["--max-object-bytes", "0"]).unwrap_err().contains("--max-object-bytes"));
+        assert_eq!(parse(&["--lease", "30"]).unwrap().lease, Duration::from_secs(30));
+        assert_eq!(parse(&[]).unwrap().lease, Duration::from_secs(600));
+        assert!(parse(&["--lease", "1"]).unwrap_err().contains("--lease"));
         assert!(parse(&["--dry-run"]).unwrap_err().contains("usage"));
     }
 

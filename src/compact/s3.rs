@@ -21,6 +21,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use time::Date;
 
+use super::lease::{Lease, LeaseError};
 use super::{Compactor, Done, GETS_IN_FLIGHT, Options, cutoff, mergeable, out_of_time};
 use crate::key::{Id, event_file_id, parse_partition, partition_name};
 use crate::record::verify_line;
@@ -31,9 +32,12 @@ const DELETE_BATCH: usize = 1000;
 const MERGED_CONTENT_TYPE: &str = "application/gzip";
 
 pub(super) struct S3Compactor {
-    pub client: aws_sdk_s3::Client,
-    pub bucket: String,
-    pub prefix: String,
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+    lease: tokio::sync::Mutex<Lease>,
+    /// Set once a renewal finds another run holding the lease: no step is taken after it.
+    lost: std::sync::Mutex<Option<LeaseError>>,
 }
 
 impl Compactor for S3Compactor {
@@ -42,11 +46,48 @@ impl Compactor for S3Compactor {
     }
 
     async fn partition(&mut self, date: Date, options: &Options, done: &mut Done) -> Result<(), String> {
+        if let Some(lost) = &*self.lost.lock().unwrap() {
+            return Err(lost.to_string());
+        }
         self.compact(date, options, done).await
     }
 }
 
 impl S3Compactor {
+    pub fn new(client: aws_sdk_s3::Client, bucket: &str, prefix: &str, lease: Lease) -> S3Compactor {
+        S3Compactor {
+            client,
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+            lease: tokio::sync::Mutex::new(lease),
+            lost: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The lease, to release, and why it was lost, if it was.
+    pub fn into_lease(self) -> (Lease, Option<LeaseError>) {
+        (self.lease.into_inner(), self.lost.into_inner().unwrap())
+    }
+
+    /// Renews the lease right before a step that cannot be undone; an error means the step must
+    /// not be taken.
+    async fn fence(&self) -> Result<(), String> {
+        self.lease.lock().await.fence().await.map_err(|e| self.note(e))
+    }
+
+    /// Renews the lease if half its time has gone.
+    async fn keep(&self) -> Result<(), String> {
+        self.lease.lock().await.keep().await.map_err(|e| self.note(e))
+    }
+
+    fn note(&self, e: LeaseError) -> String {
+        let message = e.to_string();
+        if matches!(e, LeaseError::Lost { .. }) {
+            *self.lost.lock().unwrap() = Some(e);
+        }
+        message
+    }
+
     /// The dates of the `dt=` prefixes under the archive's prefix.
     async fn partitions(&self) -> Result<Vec<Date>, String> {
         let mut pages = self
@@ -108,11 +149,14 @@ impl S3Compactor {
             }
             if !chunk.keys.is_empty() && chunk.lines + body.len() > options.max_object_bytes {
                 self.flush(&dir, std::mem::replace(&mut chunk, Chunk::new()), done).await?;
-                if let Some(why) = out_of_time(options) {
-                    return Err(why);
-                }
             }
             chunk.push(key, id, &body).map_err(|e| format!("compressing failed: {e}"))?;
+            if let Some(why) = out_of_time(options) {
+                // Every run makes progress: what is fetched is written before stopping.
+                self.flush(&dir, chunk, done).await?;
+                return Err(why);
+            }
+            self.keep().await?;
         }
         if !chunk.keys.is_empty() {
             self.flush(&dir, chunk, done).await?;
@@ -191,6 +235,7 @@ impl S3Compactor {
             Id::from_bytes(chunk.ids.finalize()[..16].try_into().expect("16 of 32 bytes"))
         );
         let gzip = chunk.encoder.finish().map_err(|e| format!("compressing failed: {e}"))?;
+        self.fence().await?;
         let put = self
             .client
             .put_object()
@@ -214,6 +259,7 @@ impl S3Compactor {
 
     async fn delete(&self, keys: &[String]) -> Result<(), String> {
         for batch in keys.chunks(DELETE_BATCH) {
+            self.fence().await?;
             let objects =
                 batch.iter().map(|key| ObjectIdentifier::builder().key(key).build()).collect::<Result<_, _>>();
             let delete = objects

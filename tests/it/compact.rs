@@ -23,11 +23,11 @@ use time::macros::datetime;
 use time::{Date, OffsetDateTime};
 
 use support::BUCKET;
-const PREFIX: &str = "mail/";
+pub(crate) const PREFIX: &str = "mail/";
 
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
 }
 
 impl Drop for Moto {
@@ -39,7 +39,7 @@ impl Drop for Moto {
 
 /// moto_server on a free loopback port, with the bucket made; `None` (SKIPPED) if it is not
 /// installed and not required.
-async fn moto() -> Option<(Moto, aws_sdk_s3::Client)> {
+pub(crate) async fn moto() -> Option<(Moto, aws_sdk_s3::Client)> {
     let addr = support::closed_port();
     let child = match Command::new("moto_server")
         .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
@@ -77,7 +77,7 @@ async fn client(addr: SocketAddr) -> aws_sdk_s3::Client {
 }
 
 /// The stored line of event number `uid` on `day`, as the receiver builds it, received that day.
-fn record(day: Date, uid: u32) -> Record {
+pub(crate) fn record(day: Date, uid: u32) -> Record {
     let at = day.with_hms(10, 0, 0).unwrap().assume_utc();
     let body = format!(
         r#"{{"mailbox":"info@example.com","uid":{uid},"tstamp":{},"event":"new","folder":"INBOX","flags":["\\Recent"],"subject":"Invoice {uid}","snippet":"{}"}}"#,
@@ -90,7 +90,7 @@ fn record(day: Date, uid: u32) -> Record {
 }
 
 /// Puts each record as the receiver would, 32 at a time.
-async fn seed(client: &aws_sdk_s3::Client, records: &[Record]) {
+pub(crate) async fn seed(client: &aws_sdk_s3::Client, records: &[Record]) {
     futures_util::stream::iter(records)
         .map(|r| {
             client
@@ -109,7 +109,7 @@ async fn seed(client: &aws_sdk_s3::Client, records: &[Record]) {
 }
 
 /// Every key in the bucket with its ETag.
-async fn listing(client: &aws_sdk_s3::Client) -> BTreeMap<String, String> {
+pub(crate) async fn listing(client: &aws_sdk_s3::Client) -> BTreeMap<String, String> {
     let mut pages = client.list_objects_v2().bucket(BUCKET).into_paginator().send();
     let mut out = BTreeMap::new();
     while let Some(page) = pages.next().await {
@@ -122,9 +122,12 @@ async fn listing(client: &aws_sdk_s3::Client) -> BTreeMap<String, String> {
 
 /// What a reader of `dt=*/*.jsonl*` sees: every line of every object, gunzipped where the name
 /// says so, with the key it came from.
-async fn read_all(client: &aws_sdk_s3::Client) -> Vec<(String, Vec<u8>)> {
+pub(crate) async fn read_all(client: &aws_sdk_s3::Client) -> Vec<(String, Vec<u8>)> {
     let mut lines = Vec::new();
     for key in listing(client).await.into_keys() {
+        if !key.contains("/dt=") || !(key.ends_with(".jsonl") || key.ends_with(".jsonl.gz")) {
+            continue; // the compaction lease, say: no reader's glob matches it
+        }
         let body = client.get_object().bucket(BUCKET).key(&key).send().await.unwrap().body.collect().await.unwrap();
         let mut bytes = body.into_bytes().to_vec();
         if key.ends_with(".gz") {
@@ -141,7 +144,12 @@ async fn read_all(client: &aws_sdk_s3::Client) -> Vec<(String, Vec<u8>)> {
 
 /// Asserts that every record is readable (at least once, or exactly once), byte for byte, and
 /// that nothing else is, apart from `others`.
-async fn assert_readable(client: &aws_sdk_s3::Client, records: &[Record], exactly_once: bool, context: &str) {
+pub(crate) async fn assert_readable(
+    client: &aws_sdk_s3::Client,
+    records: &[Record],
+    exactly_once: bool,
+    context: &str,
+) {
     let lines = read_all(client).await;
     let mut seen: BTreeMap<&[u8], usize> = BTreeMap::new();
     for (_, line) in &lines {
@@ -178,12 +186,12 @@ async fn compact(endpoint: SocketAddr, args: &[&str]) -> (i32, String) {
     }
 }
 
-const D1: Date = time::macros::date!(2026 - 01 - 30);
-const D2: Date = time::macros::date!(2026 - 01 - 31);
+pub(crate) const D1: Date = time::macros::date!(2026 - 01 - 30);
+pub(crate) const D2: Date = time::macros::date!(2026 - 01 - 31);
 /// After `--through D2`: must stay as it is.
 const D3: Date = time::macros::date!(2026 - 02 - 01);
 
-fn day(date: Date, n: u32) -> Vec<Record> {
+pub(crate) fn day(date: Date, n: u32) -> Vec<Record> {
     (0..n).map(|uid| record(date, uid)).collect()
 }
 
@@ -255,6 +263,7 @@ async fn merges_byte_for_byte_once_and_leaves_what_is_recent() {
     let mut all = records;
     all.push(late);
     assert_readable(&s3, &all, true, "after the late arrivals").await;
+    assert!(!listing(&s3).await.keys().any(|k| k.ends_with("_compaction.lease")), "a run that ends releases its lease");
 }
 
 /// Seeds two partitions and returns the records; small objects so a partition makes several.
@@ -264,7 +273,10 @@ async fn seeded(s3: &aws_sdk_s3::Client) -> Vec<Record> {
     records
 }
 
-const SMALL: [&str; 6] = ["--through", "2026-01-31", "--min-age", "0", "--max-object-bytes", "8000"];
+/// A lease of 3 s: a killed run holds the archive up that long.
+const SMALL: [&str; 8] = ["--through", "2026-01-31", "--min-age", "0", "--max-object-bytes", "8000", "--lease", "3"];
+/// How long a killed run's lease keeps the next run out.
+const LEASE: Duration = Duration::from_millis(3100);
 
 /// Tells one step's requests from the proxy's request lines, `METHOD path?query`.
 type Step = fn(&str) -> bool;
@@ -362,6 +374,10 @@ async fn sigkill_at_each_point_then_a_rerun_finishes_with_each_event_once() {
         run.child.kill().unwrap(); // SIGKILL
         run.child.wait().unwrap();
         proxy.clear_rules();
+        let (code, out) = compact(proxy.addr, &SMALL).await;
+        assert_eq!(code, 3, "{point}: the killed run's lease still holds: {out}");
+        assert!(out.contains("another compaction holds s3://mail-archive/mail/_compaction.lease"), "{out}");
+        tokio::time::sleep(LEASE).await;
         assert_readable(&s3, &records, false, &format!("killed while {point}")).await;
         if point.starts_with("deleting what") {
             // Killed between the two steps: the events of the written object are readable twice.

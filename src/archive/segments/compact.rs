@@ -34,7 +34,7 @@ fn run_on(disk: Arc<dyn Disk>, root: &Path, options: &Options) -> Result<Report,
         .map_err(|e| format!("sealing what a stopped server left in {} failed: {e}", root.display()))?;
     let mut compactor = DirCompactor { disk, root: root.to_owned(), names: Names::new() };
     // The partitions are plain file work; the shared driver is async only for S3's sake.
-    tokio::runtime::Handle::current().block_on(drive(&mut compactor, options))
+    tokio::runtime::Handle::current().block_on(drive(&mut compactor, options, None))
 }
 
 struct DirCompactor {

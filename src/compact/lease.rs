@@ -1,0 +1,224 @@
+//! One compaction at a time on an S3 archive: a lease object in the bucket, taken with
+//! `If-None-Match: *`, renewed and handed on with `If-Match: <ETag>` (compare-and-swap), and
+//! released with a conditional DELETE. A run renews it right before every step that cannot be
+//! undone (writing a merged object, deleting per-event objects), and each such step is bounded
+//! by the client's operation timeout, half the lease's time: so a step ends before any other run
+//! can see the lease expire and take it over. A run whose renewal fails has lost the lease, and
+//! stops without another write.
+//!
+//! The lease also carries where a run cut off by its deadline stopped, so the next run starts
+//! after that partition: a large partition never holds back the newer ones for more than a run.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::primitives::ByteStream;
+use serde::{Deserialize, Serialize};
+use time::Date;
+
+use crate::s3::status;
+
+/// The lease's key under the archive's prefix: no `dt=` partition, and no `.jsonl` for readers.
+pub const LEASE_NAME: &str = "_compaction.lease";
+
+/// What the lease object holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct Body {
+    /// Who holds it: a new id for every run.
+    holder: String,
+    /// Until when, in Unix milliseconds by the holder's clock.
+    expires_unix_ms: u64,
+    /// The partition where the last run was stopped by its deadline, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resume_after: Option<String>,
+}
+
+/// Why a run could not take, or keep, the lease.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("another compaction holds s3://{bucket}/{key} (holder {holder}) for {left_s} s more; this run did nothing")]
+    Held { bucket: String, key: String, holder: String, left_s: u64 },
+    #[error("this run lost s3://{bucket}/{key} to another compaction and stopped before its next write")]
+    Lost { bucket: String, key: String },
+    #[error("the lease s3://{bucket}/{key} could not be read or written: {detail}")]
+    Failed { bucket: String, key: String, detail: String },
+}
+
+/// A lease this run holds.
+#[derive(Debug)]
+pub struct Lease {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    key: String,
+    holder: String,
+    etag: String,
+    ttl: Duration,
+    /// Until when this run may start a step, by its own clock: the lease's expiry less the
+    /// longest a step may take.
+    expires: SystemTime,
+    /// Where the previous run, cut off by its deadline, asked this one to start.
+    pub resume_after: Option<Date>,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+impl Lease {
+    /// Takes the lease, or takes over one that has expired. `ttl` must be more than the client's
+    /// operation timeout.
+    pub async fn acquire(
+        client: &aws_sdk_s3::Client,
+        bucket: &str,
+        prefix: &str,
+        ttl: Duration,
+    ) -> Result<Lease, LeaseError> {
+        let key = format!("{prefix}{LEASE_NAME}");
+        let mut lease = Lease {
+            client: client.clone(),
+            bucket: bucket.to_owned(),
+            key,
+            holder: uuid::Uuid::new_v4().to_string(),
+            etag: String::new(),
+            ttl,
+            expires: UNIX_EPOCH,
+            resume_after: None,
+        };
+        match lease.put(None, None).await {
+            Ok(()) => return Ok(lease),
+            Err(PutError::Precondition) => {}
+            Err(PutError::Other(detail)) => return Err(lease.failed(detail)),
+        }
+        // Someone has it, or had it: take it over only if it has expired.
+        let got = client.get_object().bucket(bucket).key(&lease.key).send().await;
+        let (etag, body) = match got {
+            Ok(got) => {
+                let etag = got.e_tag().unwrap_or_default().to_owned();
+                let bytes = got.body.collect().await.map_err(|e| lease.failed(DisplayErrorContext(&e).to_string()))?;
+                (etag, serde_json::from_slice::<Body>(&bytes.into_bytes()).ok())
+            }
+            // Released between the two requests: try once more from the start.
+            Err(e) if status(&e) == Some(404) => return Box::pin(Self::acquire(client, bucket, prefix, ttl)).await,
+            Err(e) => return Err(lease.failed(DisplayErrorContext(&e).to_string())),
+        };
+        let now = unix_ms(SystemTime::now());
+        if let Some(body) = &body
+            && body.expires_unix_ms > now
+        {
+            return Err(LeaseError::Held {
+                bucket: lease.bucket,
+                key: lease.key,
+                holder: body.holder.clone(),
+                left_s: (body.expires_unix_ms - now).div_ceil(1000),
+            });
+        }
+        let resume_after = body.and_then(|b| b.resume_after);
+        match lease.put(Some(&etag), None).await {
+            Ok(()) => {
+                lease.resume_after = resume_after.as_deref().and_then(super::parse_date);
+                Ok(lease)
+            }
+            // Another run took it over first.
+            Err(PutError::Precondition) => Err(LeaseError::Held {
+                bucket: lease.bucket,
+                key: lease.key,
+                holder: "another run".into(),
+                left_s: ttl.as_secs(),
+            }),
+            Err(PutError::Other(detail)) => Err(lease.failed(detail)),
+        }
+    }
+
+    /// Renews the lease right before a step that cannot be undone; `Lost` if another run has
+    /// taken it, in which case the step must not be taken.
+    pub async fn fence(&mut self) -> Result<(), LeaseError> {
+        let etag = self.etag.clone();
+        match self.put(Some(&etag), None).await {
+            Ok(()) => Ok(()),
+            Err(PutError::Precondition) => Err(LeaseError::Lost { bucket: self.bucket.clone(), key: self.key.clone() }),
+            Err(PutError::Other(detail)) => Err(self.failed(detail)),
+        }
+    }
+
+    /// Renews the lease if half its time has gone, so a long run of reads keeps it.
+    pub async fn keep(&mut self) -> Result<(), LeaseError> {
+        let half = self.expires.checked_sub(self.ttl / 2).unwrap_or(UNIX_EPOCH);
+        if SystemTime::now() >= half { self.fence().await } else { Ok(()) }
+    }
+
+    /// Lets go: deletes the lease, or, when the run was cut off at `resume_after`, leaves it
+    /// expired with that partition named for the next run. A failure is only logged: the lease
+    /// expires by itself.
+    pub async fn release(self, resume_after: Option<Date>) {
+        let result = match resume_after {
+            Some(date) => {
+                let mut this = self;
+                let etag = this.etag.clone();
+                this.put(Some(&etag), Some(date)).await.map_err(|e| match e {
+                    PutError::Precondition => "another run holds it".to_owned(),
+                    PutError::Other(detail) => detail,
+                })
+            }
+            None => self
+                .client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .if_match(&self.etag)
+                .send()
+                .await
+                .map(|_| ())
+                .or_else(|e| match status(&e) {
+                    Some(404 | 412) => Ok(()),
+                    _ => Err(DisplayErrorContext(&e).to_string()),
+                }),
+        };
+        if let Err(detail) = result {
+            tracing::warn!(error = %detail, "releasing the compaction lease failed; it expires by itself");
+        }
+    }
+
+    /// Writes the lease: created if absent (`etag` `None`), else only over `etag`. With
+    /// `resume_after` it is written already expired, for the next run to take over.
+    async fn put(&mut self, etag: Option<&str>, resume_after: Option<Date>) -> Result<(), PutError> {
+        let now = SystemTime::now();
+        let expires = if resume_after.is_some() { now } else { now + self.ttl };
+        let body = Body {
+            holder: self.holder.clone(),
+            expires_unix_ms: unix_ms(expires),
+            resume_after: resume_after.map(|d| d.to_string()),
+        };
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .content_type("application/json")
+            .body(ByteStream::from(serde_json::to_vec(&body).expect("plain fields serialise")));
+        let request = match etag {
+            None => request.if_none_match("*"),
+            Some(etag) => request.if_match(etag),
+        };
+        match request.send().await {
+            Ok(out) => {
+                self.etag = out.e_tag().unwrap_or_default().to_owned();
+                // A step started now ends within the client's operation timeout, half the ttl.
+                self.expires = now + self.ttl;
+                Ok(())
+            }
+            // 412: the condition failed; 404: an If-Match on a lease deleted since; 409: a
+            // concurrent conditional write, which the other writer wins.
+            Err(e) if matches!(status(&e), Some(404 | 409 | 412)) => Err(PutError::Precondition),
+            Err(e) => Err(PutError::Other(DisplayErrorContext(&e).to_string())),
+        }
+    }
+
+    fn failed(&self, detail: String) -> LeaseError {
+        LeaseError::Failed { bucket: self.bucket.clone(), key: self.key.clone(), detail }
+    }
+}
+
+enum PutError {
+    Precondition,
+    Other(String),
+}
