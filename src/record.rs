@@ -24,7 +24,7 @@ pub struct Meta {
 }
 
 /// One line, ready to store, and the key it is stored under.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Record {
     /// `<prefix>dt=YYYY-MM-DD/<content hash>.jsonl`
     pub key: Key,

@@ -6,6 +6,7 @@ mod support;
 
 mod binary;
 mod compact;
+mod compact_faults;
 mod disk_full;
 mod events;
 mod faults;

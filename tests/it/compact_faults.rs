@@ -1,0 +1,189 @@
+//! Every fault point of a compaction run, enumerated: a run over a fixed archive is counted,
+//! request by request, and then for each request k it is failed (an S3 error), and separately
+//! the run is killed there; the archive is checked, and a rerun must finish with each event
+//! exactly once. Then two runs overlap, the second started at every offset into the first.
+//! In-process against moto_server behind the fault proxy: dropping the run's future at a
+//! request is what a SIGKILL does to its S3 state, with no process start for each point.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use mailhook::compact::lease::{LEASE_NAME, LeaseError};
+use mailhook::compact::{CompactError, Options, Report};
+use mailhook::record::Record;
+
+use crate::compact::{D1, D2, PREFIX, assert_readable, day, listing, moto, seed};
+use crate::support::BUCKET;
+use crate::support::fault_proxy::{Fault, FaultProxy};
+
+/// A lease of 2 s, so every request must end within 1 s.
+const LEASE: Duration = Duration::from_secs(2);
+
+fn options() -> Options {
+    let mut o = Options::defaults(time::OffsetDateTime::now_utc());
+    o.through = D2;
+    o.min_age = Duration::ZERO;
+    o.max_object_bytes = 3000;
+    o.lease = LEASE;
+    o
+}
+
+/// mailhook's compaction client (timeouts, retries, path style) through `proxy`.
+async fn client(proxy: &FaultProxy) -> aws_sdk_s3::Client {
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(format!("http://{}", proxy.addr))
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "tests"));
+    mailhook::s3::compaction_client_from(loader, true, LEASE / 2).await
+}
+
+async fn compact(proxy: &FaultProxy) -> Result<Report, CompactError> {
+    mailhook::compact::run_s3(client(proxy).await, BUCKET, PREFIX, &options()).await
+}
+
+/// Empties the bucket and puts the fixed archive back: two partitions, small merged objects.
+async fn reset(s3: &aws_sdk_s3::Client) -> Vec<Record> {
+    let keys: Vec<String> = listing(s3).await.into_keys().collect();
+    for key in keys {
+        s3.delete_object().bucket(BUCKET).key(key).send().await.unwrap();
+    }
+    let records: Vec<Record> = day(D1, 14).into_iter().chain(day(D2, 5)).collect();
+    seed(s3, &records).await;
+    records
+}
+
+/// Makes a killed run's lease expire now, as the clock would in `LEASE`: its holder and ETag
+/// change, so the next run takes it over through the expired-lease path.
+async fn expire_lease(s3: &aws_sdk_s3::Client) {
+    let key = format!("{PREFIX}{LEASE_NAME}");
+    if s3.head_object().bucket(BUCKET).key(&key).send().await.is_ok() {
+        let body = br#"{"holder":"a killed run","expires_unix_ms":0}"#;
+        s3.put_object().bucket(BUCKET).key(&key).body(ByteStream::from_static(body)).send().await.unwrap();
+    }
+}
+
+fn no_lease_left(listing: &std::collections::BTreeMap<String, String>) -> bool {
+    !listing.keys().any(|k| k.ends_with(LEASE_NAME))
+}
+
+/// Reruns to the end, with a late event arrived meanwhile (so the rerun's objects are not the
+/// killed run's over again), and checks each event is there exactly once and the lease is gone.
+async fn rerun_and_check(proxy: &FaultProxy, s3: &aws_sdk_s3::Client, records: &[Record], context: &str) {
+    let late = crate::compact::record(D1, 500);
+    seed(s3, std::slice::from_ref(&late)).await;
+    let records = [records, std::slice::from_ref(&late)].concat();
+    let records = &records[..];
+    expire_lease(s3).await;
+    let report = compact(proxy).await.unwrap_or_else(|e| panic!("{context}, rerun: {e}"));
+    assert_eq!(report.failure(), None, "{context}, rerun");
+    assert_readable(s3, records, true, &format!("{context}, then rerun")).await;
+    assert!(no_lease_left(&listing(s3).await), "{context}: the rerun released its lease");
+}
+
+/// The request lines of a clean run over the fixed archive.
+async fn clean_run(proxy: &FaultProxy, s3: &aws_sdk_s3::Client) -> Vec<String> {
+    let records = reset(s3).await;
+    let before = proxy.requests();
+    compact(proxy).await.unwrap();
+    assert_readable(s3, &records, true, "a clean run").await;
+    proxy.request_lines()[before..].to_vec()
+}
+
+/// A rule that matches only the `k`-th request from now.
+fn kth(k: usize) -> impl Fn(&str) -> bool + Send + Sync + 'static {
+    let seen = Arc::new(AtomicUsize::new(0));
+    move |_| seen.fetch_add(1, Ordering::SeqCst) == k
+}
+
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+#[tokio::test]
+async fn every_request_of_a_run_failed_or_killed_then_a_rerun_leaves_each_event_once() {
+    let Some((moto, s3)) = moto().await else { return };
+    let proxy = FaultProxy::start(moto.addr).await;
+    let requests = clean_run(&proxy, &s3).await;
+    assert!(requests.len() > 20, "the fixed run is large enough to mean something: {requests:?}");
+    let started = Instant::now();
+
+    for (k, line) in requests.iter().enumerate() {
+        // Failed: AccessDenied, which the SDK does not retry, so the fault lands on request k.
+        let records = reset(&s3).await;
+        proxy.when(kth(k), Fault::Error(403, "AccessDenied"));
+        let outcome = compact(&proxy).await;
+        proxy.clear_rules();
+        let context = format!("request {k} ({line}) refused");
+        assert!(
+            outcome.as_ref().map_or(true, |r| r.failure().is_some() || line.contains(LEASE_NAME)),
+            "{context}: a refused request is reported: {outcome:?}"
+        );
+        assert_readable(&s3, &records, false, &context).await;
+        rerun_and_check(&proxy, &s3, &records, &context).await;
+
+        // Killed: the request never comes back, and the run is dropped where it waits.
+        let records = reset(&s3).await;
+        let before = proxy.requests();
+        proxy.when(kth(k), Fault::Stall);
+        let run = tokio::spawn({
+            let client = client(&proxy).await;
+            async move { mailhook::compact::run_s3(client, BUCKET, PREFIX, &options()).await }
+        });
+        let waiting = Instant::now();
+        while proxy.requests() <= before + k && !run.is_finished() {
+            assert!(waiting.elapsed() < Duration::from_secs(30), "request {k} never came");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        run.abort();
+        let _ = run.await;
+        proxy.clear_rules();
+        let context = format!("killed at request {k} ({line})");
+        assert_readable(&s3, &records, false, &context).await;
+        rerun_and_check(&proxy, &s3, &records, &context).await;
+    }
+    say(&format!(
+        "compaction fault points checked: {} requests x (refused, killed) = {} runs and their reruns, in {:.1} s",
+        requests.len(),
+        2 * requests.len(),
+        started.elapsed().as_secs_f64()
+    ));
+}
+
+#[tokio::test]
+async fn a_second_run_started_at_any_point_of_the_first_leaves_each_event_once() {
+    let Some((moto, s3)) = moto().await else { return };
+    let proxy = FaultProxy::start(moto.addr).await;
+    let requests = clean_run(&proxy, &s3).await;
+    let (mut held, mut after) = (0, 0);
+    for offset in 0..=requests.len() {
+        let records = reset(&s3).await;
+        let before = proxy.requests();
+        let first = tokio::spawn({
+            let client = client(&proxy).await;
+            async move { mailhook::compact::run_s3(client, BUCKET, PREFIX, &options()).await }
+        });
+        while proxy.requests() < before + offset && !first.is_finished() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let second = compact(&proxy).await;
+        let first = first.await.unwrap();
+        let context = format!("the second run started after {offset} requests of the first");
+        match (&first, &second) {
+            (Ok(a), Err(CompactError::Lease(LeaseError::Held { .. }))) if a.failure().is_none() => held += 1,
+            (Err(CompactError::Lease(LeaseError::Held { .. })), Ok(b)) if b.failure().is_none() => held += 1,
+            // The first had finished, or not yet begun: one after the other.
+            (Ok(a), Ok(b)) if a.failure().is_none() && b.failure().is_none() => after += 1,
+            _ => panic!("{context}: {first:?} / {second:?}"),
+        }
+        assert_readable(&s3, &records, true, &context).await;
+        assert!(no_lease_left(&listing(&s3).await), "{context}: both let go of the lease");
+    }
+    say(&format!(
+        "overlapping compaction runs checked: {} start offsets ({held} refused, {after} in turn)",
+        requests.len() + 1
+    ));
+    assert!(held > 0, "some second runs met the first's lease");
+}
