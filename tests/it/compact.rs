@@ -200,6 +200,63 @@ fn keys_under(listing: &BTreeMap<String, String>, date: Date) -> Vec<&str> {
     listing.keys().filter(|k| k.starts_with(&dir)).map(|k| &k[dir.len()..]).collect()
 }
 
+/// The template turns versioning on as a safety net under compaction. Create-only writes hold as
+/// without it (a second create is refused, a create after a delete marker succeeds), compaction
+/// runs as before, and what it deleted can be restored from its noncurrent version, after which
+/// the next run finds the restored copy already merged and deletes it again: once, still.
+#[tokio::test]
+async fn on_a_versioned_bucket_writes_stay_create_only_and_a_deleted_object_can_be_restored() {
+    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+    use mailhook::archive::{Archive, S3Archive, Stored};
+    let Some((moto, s3)) = moto().await else { return };
+    s3.put_bucket_versioning()
+        .bucket(BUCKET)
+        .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build())
+        .send()
+        .await
+        .unwrap();
+    let records = day(D1, 20);
+    let receiver = S3Archive::new(client(moto.addr).await, BUCKET);
+    for r in &records {
+        assert_eq!(receiver.put_new(&r.key, r.line.clone()).await.unwrap(), Stored::Created);
+    }
+    assert_eq!(receiver.put_new(&records[0].key, records[0].line.clone()).await.unwrap(), Stored::AlreadyPresent);
+    let (code, out) = compact(moto.addr, &SMALL).await;
+    assert_eq!(code, 0, "{out}");
+    assert_readable(&s3, &records, true, "compacted on a versioned bucket").await;
+    assert!(keys_under(&listing(&s3).await, D1).iter().all(|k| k.starts_with("merged-")));
+
+    // After compaction's delete marker, a create of the same key succeeds again.
+    let key = records[3].key.format();
+    let versions = s3.list_object_versions().bucket(BUCKET).prefix(&key).send().await.unwrap();
+    assert_eq!(versions.delete_markers().len(), 1, "compaction's delete left a marker");
+    let old =
+        versions.versions().iter().find(|v| !v.is_latest().unwrap_or(false)).expect("the deleted version is kept");
+    // Restoring it (README, "Restoring a deleted object"): copy the old version back over its key.
+    s3.copy_object()
+        .bucket(BUCKET)
+        .key(&key)
+        .copy_source(format!("{BUCKET}/{key}?versionId={}", old.version_id().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    let restored = s3.get_object().bucket(BUCKET).key(&key).send().await.unwrap().body.collect().await.unwrap();
+    assert_eq!(restored.into_bytes(), records[3].line, "restored byte for byte");
+    assert_eq!(receiver.put_new(&records[3].key, records[3].line.clone()).await.unwrap(), Stored::AlreadyPresent);
+    let other = record(D1, 77);
+    s3.delete_object().bucket(BUCKET).key(other.key.format()).send().await.unwrap();
+    assert_eq!(
+        receiver.put_new(&other.key, other.line.clone()).await.unwrap(),
+        Stored::Created,
+        "after a delete marker"
+    );
+
+    let (code, out) = compact(moto.addr, &SMALL).await;
+    assert_eq!(code, 0, "{out}");
+    let all: Vec<Record> = records.iter().cloned().chain([other]).collect();
+    assert_readable(&s3, &all, true, "the restored copy merged away again").await;
+}
+
 #[tokio::test]
 async fn merges_byte_for_byte_once_and_leaves_what_is_recent() {
     let Some((moto, s3)) = moto().await else { return };

@@ -110,6 +110,15 @@ def main():
     check(all(block[k] is True for k in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")), "all four public access blocks")
     check("BucketEncryption" in props, "default encryption")
     check(props["OwnershipControls"]["Rules"][0]["ObjectOwnership"] == "BucketOwnerEnforced", "BucketOwnerEnforced")
+    check(props["VersioningConfiguration"] == {"Status": "Enabled"}, "versioning on: a deleted object can be restored")
+    rules = {r["Id"]: r for r in props["LifecycleConfiguration"]["Rules"] if isinstance(r, dict) and "Id" in r}
+    noncurrent = rules.get("expire-noncurrent-versions", {})
+    check(noncurrent.get("Status") == "Enabled"
+          and noncurrent.get("NoncurrentVersionExpiration") == {"NoncurrentDays": {"Ref": "NoncurrentVersionDays"}}
+          and params["NoncurrentVersionDays"]["Default"] == 7 and params["NoncurrentVersionDays"]["MinValue"] >= 1,
+          "old versions expire after NoncurrentVersionDays, 7 by default")
+    check(rules.get("remove-expired-delete-markers", {}).get("ExpiredObjectDeleteMarker") is True,
+          "delete markers are removed once their versions have expired")
     deny = resources["ArchiveBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
     check(deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}, "TLS-only bucket policy")
 
@@ -145,9 +154,12 @@ def main():
           and compact["Metadata"] == resources["MailhookFunction"]["Metadata"], "the same code, dispatched by Handler (_HANDLER) = compact")
     check(cprops["Timeout"] == 900 and cprops["ReservedConcurrentExecutions"] == 1 and cprops["EventInvokeConfig"]["MaximumRetryAttempts"] == 0,
           "compaction: 15 minutes, one run at a time, no automatic retry")
+    check(cprops["MemorySize"] == 1769, "compaction: 1,769 MB, one full vCPU for its one gzip thread")
     events = list(cprops["Events"].values())
     check(len(events) == 1 and events[0]["Type"] == "ScheduleV2" and events[0]["Properties"]["ScheduleExpression"].startswith("cron(")
-          and events[0]["Properties"]["ScheduleExpressionTimezone"] == "UTC", "compaction runs nightly from EventBridge Scheduler, in UTC")
+          and events[0]["Properties"]["ScheduleExpressionTimezone"] == "UTC", "compaction runs on a schedule from EventBridge Scheduler, in UTC")
+    hours = events[0]["Properties"]["ScheduleExpression"].split()[1]
+    check(hours == "1/6", f"compaction runs four times a day (hours {hours})")
     cstatements = [s for policy in cprops["Policies"] for s in policy["Statement"]]
     listing = [s for s in cstatements if s["Action"] == "s3:ListBucket"]
     check(len(listing) == 1 and listing[0]["Resource"] == {"Fn::GetAtt": ["ArchiveBucket", "Arn"]}
