@@ -273,6 +273,18 @@ def s3_requests(werkzeug_log):
     return counts
 
 
+def runs_per_day():
+    """How often the template's schedule runs the compaction function: cron(M H ...) with H a
+    list, a */N or a S/N step, or one hour."""
+    text = (ROOT / "template.yaml").read_text()
+    block = text[text.index("\n  CompactFunction:"):]
+    hours = re.search(r"ScheduleExpression: cron\(\S+ (\S+) ", block).group(1)
+    if "/" in hours:
+        start, step = hours.split("/")
+        return len(range(0 if start == "*" else int(start), 24, int(step)))
+    return len(hours.split(","))
+
+
 def memory_gb():
     """The compaction function's MemorySize in template.yaml, so the cost follows the template."""
     text = (ROOT / "template.yaml").read_text()
