@@ -157,6 +157,9 @@ impl Config {
     }
 }
 
+/// The AWS SDK's endpoint settings that mailhook checks at start-up (and drops when empty).
+pub const ENDPOINT_VARS: [&str; 2] = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"];
+
 /// The archive and how to reach it: what the receiver and `mailhook compact` both need.
 #[derive(Debug, Clone)]
 pub struct Access {
@@ -195,6 +198,17 @@ impl Access {
                 return Err(bad("S3_FORCE_PATH_STYLE", format!("must be true or false, got {v:?}")));
             }
         };
+
+        // The SDK reads these itself; a value it cannot use would fail every write, so say so now.
+        if matches!(archive, ArchiveTarget::S3 { .. }) {
+            for var in ENDPOINT_VARS {
+                if let Some(url) = get(var)
+                    && !(url.trim().starts_with("http://") || url.trim().starts_with("https://"))
+                {
+                    return Err(bad(var, format!("must be an http:// or https:// URL, got {url:?}")));
+                }
+            }
+        }
 
         // Read by the TLS stack (rustls-native-certs) when the S3 client is built: one bundle instead
         // of the default bundle plus every file of the certificate directory. A file that holds no
@@ -338,6 +352,10 @@ mod tests {
         assert!(c.access.s3_force_path_style);
         assert_eq!(compact(&[("ARCHIVE_URI", "s3://B")]).unwrap_err().var, "ARCHIVE_URI");
         assert_eq!(compact(&[("S3_FORCE_PATH_STYLE", "maybe")]).unwrap_err().var, "S3_FORCE_PATH_STYLE");
+        let s3 = ("ARCHIVE_URI", "s3://bkt/");
+        assert_eq!(compact(&[s3, ("AWS_ENDPOINT_URL_S3", "localhost:5000")]).unwrap_err().var, "AWS_ENDPOINT_URL_S3");
+        assert!(compact(&[s3, ("AWS_ENDPOINT_URL_S3", "http://172.30.240.1:5000")]).is_ok());
+        assert!(compact(&[s3, ("AWS_ENDPOINT_URL_S3", "")]).is_ok(), "empty is unset, as the template declares it");
         let lambda = ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001");
         assert_eq!(compact(&[lambda]).unwrap_err().var, "ARCHIVE_URI", "under Lambda the archive is in S3");
         assert_eq!(compact(&[lambda, ("ARCHIVE_URI", "/tmp/a")]).unwrap_err().var, "ARCHIVE_URI");

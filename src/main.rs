@@ -73,9 +73,18 @@ fn failed(e: mailhook::Error) -> (i32, String) {
     (1, e.to_string())
 }
 
-/// What every command does once its configuration is read: fall back from a missing CA bundle
-/// while the process is still single-threaded, then start the runtime.
+/// What every command does once its configuration is read: fall back from a missing CA bundle,
+/// and drop an empty S3 endpoint, while the process is still single-threaded; then start the
+/// runtime.
 fn start(access: &Access) -> tokio::runtime::Runtime {
+    // The template declares AWS_ENDPOINT_URL_S3 empty, so `sam local invoke --env-vars` can set
+    // it; empty, it must mean the SDK's own endpoint, which the SDK only does when it is unset.
+    for name in mailhook::config::ENDPOINT_VARS {
+        if std::env::var_os(name).is_some_and(|v| v.to_string_lossy().trim().is_empty()) {
+            // SAFETY: no other thread exists yet.
+            unsafe { std::env::remove_var(name) };
+        }
+    }
     if let Some(path) = access.ssl_cert_file_missing.as_deref() {
         tracing::warn!(path = %path, "SSL_CERT_FILE does not exist; using the system's trust store");
         // SAFETY: no other thread exists yet; the runtime, and with it the S3 client, starts later.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check mailhook has, from a fresh clone: cargo test, cfn-lint, the template and README
 # SQL checks, the end-to-end run through cargo lambda with moto_server and DuckDB, the bounded load
-# run, the crash run, a bounded fuzz run, a smoke run of the benchmarks, cargo deny, and sam build.
+# run, the crash run, a bounded fuzz run, a smoke run of the benchmarks, cargo deny, sam build, and
+# sam local invoke of every sample event on the arm64 build, in Docker (tests/sam/).
 # The Python checks are in tests/py/. The first run installs the Python-packaged tools
 # (tests/requirements.txt) into .venv, and cargo-fuzz and cargo-deny with cargo install.
 set -euo pipefail
@@ -96,6 +97,22 @@ cargo deny check licenses bans sources
 if [ "${SKIP_SAM_BUILD:-}" != 1 ]; then
   step "sam build"
   sam build --build-dir target/sam --cache-dir target/sam-cache
+
+  # The function as built (arm64), under AWS's own Runtime Interface Emulator in Docker. As root
+  # (CI) this installs and starts what it needs, and is required; elsewhere it needs a Docker
+  # engine and qemu's arm64 emulation already there, and says so if they are not.
+  step "sam local invoke: every sample event, arm64, under AWS's emulator (tests/py/sam_local.py)"
+  if tests/sam/engine.sh start; then
+    trap 'tests/sam/engine.sh stop' EXIT
+    python tests/py/sam_local.py --build-dir target/sam
+    tests/sam/engine.sh stop
+    trap - EXIT
+  elif [ "$(id -u)" = 0 ]; then
+    echo "sam local invoke: the Docker engine could not be started (above)"
+    exit 1
+  else
+    echo "skipped: sam local invoke needs a Docker engine and arm64 emulation (run tests/all.sh as root to set them up)"
+  fi
 fi
 
 # set -e stopped at the first failing step; reaching here means every step passed.

@@ -170,6 +170,18 @@ def main():
           and objects[0]["Resource"] == {"Fn::Sub": "${ArchiveBucket.Arn}/${ArchivePrefix}*"},
           "compaction gets, puts and deletes objects under the archive prefix only")
     check("WEBHOOK_TOKENS" not in cprops["Environment"]["Variables"], "the compaction function is not given the webhook token")
+    # Another S3-compatible endpoint: declared on both functions (so --env-vars can set it), and
+    # by default nothing that changes S3 on AWS: an empty endpoint (which mailhook drops at start)
+    # and virtual-hosted addressing.
+    for name, props_ in (("MailhookFunction", function), ("CompactFunction", cprops)):
+        variables = props_["Environment"]["Variables"]
+        check(variables.get("AWS_ENDPOINT_URL_S3") == {"Ref": "S3Endpoint"} and variables.get("S3_FORCE_PATH_STYLE") == {"Ref": "S3ForcePathStyle"},
+              f"{name} declares AWS_ENDPOINT_URL_S3 and S3_FORCE_PATH_STYLE from the parameters")
+    check(params["S3Endpoint"]["Default"] == "" and params["S3ForcePathStyle"]["Default"] == "false",
+          "by default the functions use S3 itself: S3Endpoint empty, S3ForcePathStyle false")
+    check(re.fullmatch(params["S3Endpoint"]["AllowedPattern"], "") and re.fullmatch(params["S3Endpoint"]["AllowedPattern"], "https://acc.r2.cloudflarestorage.com")
+          and not re.fullmatch(params["S3Endpoint"]["AllowedPattern"], "acc.r2.cloudflarestorage.com"),
+          "S3Endpoint takes an http(s) URL or nothing")
     alarms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
     watched = {(a["Namespace"], a["MetricName"], a["Dimensions"][0]["Value"]["Ref"]) for a in alarms}
     check({("mailhook", "CompactionFailed", "CompactFunction"), ("AWS/Lambda", "Errors", "CompactFunction")} <= watched,

@@ -24,7 +24,8 @@ import procs
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
-EXPECTED = json.loads((ROOT / "tests/data/expected.json").read_text())
+# The function URL samples; an entry naming another function is that function's event.
+EXPECTED = {n: e for n, e in json.loads((ROOT / "tests/data/expected.json").read_text()).items() if "function" not in e}
 BUCKET = "mailhook-e2e"
 PREFIX = "mail/"
 TOKEN = "example-token"

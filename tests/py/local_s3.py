@@ -8,15 +8,16 @@ import boto3
 import procs
 
 
-def start(bucket, log):
-    """Starts moto_server, its output into the open file `log`, and creates `bucket`. Returns
+def start(bucket, log, host="127.0.0.1"):
+    """Starts moto_server on `host` (loopback unless a test's own network needs another of this
+    machine's addresses), its output into the open file `log`, and creates `bucket`. Returns
     (process, boto3 client, mailhook env); stop the process with procs.stop."""
     port = procs.free_port()
-    process = procs.start(["moto_server", "-H", "127.0.0.1", "-p", port], log)
-    if not procs.wait_port(port, process=process):
+    process = procs.start(["moto_server", "-H", host, "-p", port], log)
+    if not procs.wait_port(port, process=process, host=host):
         procs.stop(process)
         raise SystemExit("moto_server did not start")
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = f"http://{host}:{port}"
     client = boto3.client(
         "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
     )

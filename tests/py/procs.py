@@ -25,14 +25,14 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port, seconds=60, process=None):
-    """True once something accepts connections on 127.0.0.1:`port`. False after `seconds`, or as
+def wait_port(port, seconds=60, process=None, host="127.0.0.1"):
+    """True once something accepts connections on `host`:`port`. False after `seconds`, or as
     soon as `process` (if given) has exited: then nothing is coming."""
     end = time.monotonic() + seconds
     while True:
         with socket.socket() as s:
             s.settimeout(0.5)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+            if s.connect_ex((host, port)) == 0:
                 return True
         if process is not None and process.poll() is not None:
             return False
