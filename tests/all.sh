@@ -30,7 +30,14 @@ fi
 export SAM_CLI_TELEMETRY=0
 
 steps=0
-step() { steps=$((steps + 1)); printf '\n== %s\n' "$*"; }
+began=$SECONDS
+last=$SECONDS
+# Each step's heading says how long the one before it took.
+step() {
+  ((steps)) && printf '(%d s)\n' $((SECONDS - last))
+  steps=$((steps + 1)) last=$SECONDS
+  printf '\n== %s\n' "$*"
+}
 
 step "cfn-lint template.yaml"
 cfn-lint template.yaml && echo "cfn-lint: no errors, no warnings"
@@ -116,4 +123,5 @@ if [ "${SKIP_SAM_BUILD:-}" != 1 ]; then
 fi
 
 # set -e stopped at the first failing step; reaching here means every step passed.
-printf '\nchecks: %d passed, 0 failed\n' "$steps"
+printf '(%d s)\n\nall checks took %d s\n' $((SECONDS - last)) $((SECONDS - began))
+printf 'checks: %d passed, 0 failed\n' "$steps"
