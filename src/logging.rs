@@ -3,7 +3,7 @@
 //! `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else INFO; no time stamps or targets, which Lambda
 //! adds itself), with tracing-subscriber's `Targets` filter in place of `EnvFilter`. `Targets`
 //! reads the same `level` and `target=level` directives. It lacks only EnvFilter's span and field
-//! matching, whose regex engine was 0.1 MiB of the zip (BENCHMARKS.md).
+//! matching, whose regex engine cost the zip more than its worth (BENCHMARKS.md).
 
 use lambda_http::tracing::subscriber::filter::{LevelFilter, Targets};
 use lambda_http::tracing::subscriber::{self, prelude::*};

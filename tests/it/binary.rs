@@ -246,11 +246,7 @@ async fn lambda_emits_every_metric_the_alarms_watch() {
     }
 
     let output = function.output();
-    let lines: Vec<serde_json::Value> = output
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|l| l.get("_aws").is_some())
-        .collect();
+    let lines = support::emf_lines(&output);
     assert_eq!(lines.len(), 5, "one EMF line per webhook request:\n{output}");
     let sum = |metric: &str| lines.iter().map(|l| l[metric].as_u64().unwrap_or(0)).sum::<u64>();
     assert_eq!(

@@ -625,11 +625,7 @@ async fn the_compaction_function_runs_per_invocation_and_emits_what_its_alarm_wa
     assert_readable(&s3, &records, false, "after the refused run").await;
 
     let output = function.output();
-    let lines: Vec<serde_json::Value> = output
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|l| l.get("_aws").is_some())
-        .collect();
+    let lines = support::emf_lines(&output);
     assert_eq!(lines.len(), 3, "one EMF line per run:\n{output}");
     assert_eq!(lines.iter().map(|l| l["CompactionFailed"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 0, 1]);
     assert_eq!(lines[1]["CompactedEvents"], 30);

@@ -21,6 +21,7 @@ import duckdb
 
 import local_s3
 import procs
+from checks import Checks
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -66,11 +67,7 @@ def event_body(name):
 
 
 def main():
-    failures, passed = [], []
-
-    def check(ok, message):
-        print(("ok   " if ok else "FAIL ") + message, flush=True)
-        (passed if ok else failures).append(message)
+    check = Checks("e2e")
 
     lambda_port = procs.free_port()
     children = []
@@ -172,14 +169,9 @@ def main():
     finally:
         for child in reversed(children):
             procs.stop(child)
-        if failures:
-            for log in sorted(Path(logs.name).iterdir()):
-                print(f"--- {log.name} (last 60 lines)")
-                print("\n".join(log.read_text(errors="replace").splitlines()[-60:]))
+        check.show_logs(logs.name)
         logs.cleanup()
-
-    print(f"e2e: {len(passed)} passed, {len(failures)} failed")
-    sys.exit(1 if failures else 0)
+    check.finish()
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import local_s3
 import procs
+from checks import Checks
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -90,11 +91,7 @@ def main():
     if not template.exists():
         sys.exit(f"sam_local: {template} is missing: run `sam build --build-dir {args.build_dir}` first")
 
-    failures, passed = [], []
-
-    def check(ok, message):
-        print(("ok   " if ok else "FAIL ") + message, flush=True)
-        (passed if ok else failures).append(message)
+    check = Checks("sam local invoke")
 
     started = time.monotonic()
     image = subprocess.run([ROOT / "tests/sam/base-image.sh", args.arch], capture_output=True, text=True, check=True).stdout.strip()
@@ -205,14 +202,9 @@ def main():
         for container in docker("ps", "-aq", "--filter", f"network={NETWORK}", check=False).stdout.split():
             docker("rm", "-f", container, check=False)
         docker("network", "rm", NETWORK, check=False)
-        if failures:
-            for log in sorted(Path(logs.name).iterdir()):
-                print(f"--- {log.name} (last 40 lines)")
-                print("\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+        check.show_logs(logs.name, 40)
         logs.cleanup()
-
-    print(f"sam local invoke: {len(passed)} passed, {len(failures)} failed, in {time.monotonic() - started:.0f} s")
-    sys.exit(1 if failures else 0)
+    check.finish(f", in {time.monotonic() - started:.0f} s")
 
 
 if __name__ == "__main__":

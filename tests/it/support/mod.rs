@@ -278,6 +278,15 @@ pub fn s3_archive_env(endpoint_url: String) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The EMF lines (JSON with an `_aws` member) among a function's output lines.
+pub fn emf_lines(output: &str) -> Vec<serde_json::Value> {
+    output
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l.get("_aws").is_some())
+        .collect()
+}
+
 /// A loopback port with nothing listening on it.
 pub fn closed_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
