@@ -1,10 +1,13 @@
 //! One compaction at a time on an S3 archive: a lease object in the bucket, taken with
 //! `If-None-Match: *`, renewed and handed on with `If-Match: <ETag>` (compare-and-swap), and
-//! released with a conditional DELETE. A run renews it right before every step that cannot be
-//! undone (writing a merged object, deleting per-event objects), and each such step is bounded
-//! by the client's operation timeout, half the lease's time: so a step ends before any other run
-//! can see the lease expire and take it over. A run whose renewal fails has lost the lease, and
-//! stops without another write.
+//! released by writing it expired, again with `If-Match` (a conditional PUT, which every store
+//! that can hold a lease supports, where a conditional DELETE is newer). A run renews it right
+//! before every step that cannot be undone (writing a merged object, deleting per-event objects),
+//! and between partitions; every request is bounded by the client's operation timeout, a quarter
+//! of the lease's time, so a renewal and its step end within half of it, and the other half
+//! allows for clock skew between two machines: a step ends before any other run can see the lease
+//! expire and take it over. A run whose renewal fails has lost the lease, and stops without
+//! another write.
 //!
 //! The lease also carries where a run cut off by its deadline stopped, so the next run starts
 //! after that partition: a large partition never holds back the newer ones for more than a run.
@@ -53,8 +56,7 @@ pub struct Lease {
     holder: String,
     etag: String,
     ttl: Duration,
-    /// Until when this run may start a step, by its own clock: the lease's expiry less the
-    /// longest a step may take.
+    /// When the lease was last written, plus its time, by this run's clock.
     expires: SystemTime,
     /// Where the previous run, cut off by its deadline, asked this one to start.
     pub resume_after: Option<Date>,
@@ -91,7 +93,7 @@ impl Lease {
         }
         // Someone has it, or had it: take it over only if it has expired.
         let got = client.get_object().bucket(bucket).key(&lease.key).send().await;
-        let (etag, body) = match got {
+        let (etag, body): (String, Option<Body>) = match got {
             Ok(got) => {
                 let etag = got.e_tag().unwrap_or_default().to_owned();
                 let bytes = got.body.collect().await.map_err(|e| lease.failed(DisplayErrorContext(&e).to_string()))?;
@@ -102,6 +104,14 @@ impl Lease {
             Err(e) => return Err(lease.failed(DisplayErrorContext(&e).to_string())),
         };
         let now = unix_ms(SystemTime::now());
+        if let Some(body) = &body
+            && body.holder == lease.holder
+        {
+            // Our own create, retried by the SDK after it had landed.
+            lease.etag = etag;
+            lease.expires = SystemTime::now() + ttl;
+            return Ok(lease);
+        }
         if let Some(body) = &body
             && body.expires_unix_ms > now
         {
@@ -146,43 +156,33 @@ impl Lease {
         if SystemTime::now() >= half { self.fence().await } else { Ok(()) }
     }
 
-    /// Lets go: deletes the lease, or, when the run was cut off at `resume_after`, leaves it
-    /// expired with that partition named for the next run. A failure is only logged: the lease
-    /// expires by itself.
-    pub async fn release(self, resume_after: Option<Date>) {
-        let result = match resume_after {
-            Some(date) => {
-                let mut this = self;
-                let etag = this.etag.clone();
-                this.put(Some(&etag), Some(date)).await.map_err(|e| match e {
-                    PutError::Precondition => "another run holds it".to_owned(),
-                    PutError::Other(detail) => detail,
-                })
+    /// Lets go: writes the lease already expired, naming `resume_after` when the run was cut off
+    /// there, for the next run. Only if it is still this run's (`If-Match`): a run that lost it
+    /// must not end another's. A failure is only logged: the lease expires by itself.
+    pub async fn release(mut self, resume_after: Option<Date>) {
+        let etag = self.etag.clone();
+        match self.put_expired(&etag, resume_after).await {
+            Ok(()) => {}
+            Err(PutError::Precondition) => tracing::warn!("the compaction lease was taken over before its release"),
+            Err(PutError::Other(detail)) => {
+                tracing::warn!(error = %detail, "releasing the compaction lease failed; it expires by itself")
             }
-            None => self
-                .client
-                .delete_object()
-                .bucket(&self.bucket)
-                .key(&self.key)
-                .if_match(&self.etag)
-                .send()
-                .await
-                .map(|_| ())
-                .or_else(|e| match status(&e) {
-                    Some(404 | 412) => Ok(()),
-                    _ => Err(DisplayErrorContext(&e).to_string()),
-                }),
-        };
-        if let Err(detail) = result {
-            tracing::warn!(error = %detail, "releasing the compaction lease failed; it expires by itself");
         }
     }
 
-    /// Writes the lease: created if absent (`etag` `None`), else only over `etag`. With
-    /// `resume_after` it is written already expired, for the next run to take over.
+    async fn put_expired(&mut self, etag: &str, resume_after: Option<Date>) -> Result<(), PutError> {
+        self.write(Some(etag), true, resume_after).await
+    }
+
+    /// Writes the lease, for `ttl` from now: created if absent (`etag` `None`), else only over
+    /// `etag`.
     async fn put(&mut self, etag: Option<&str>, resume_after: Option<Date>) -> Result<(), PutError> {
+        self.write(etag, false, resume_after).await
+    }
+
+    async fn write(&mut self, etag: Option<&str>, expired: bool, resume_after: Option<Date>) -> Result<(), PutError> {
         let now = SystemTime::now();
-        let expires = if resume_after.is_some() { now } else { now + self.ttl };
+        let expires = if expired { UNIX_EPOCH } else { now + self.ttl };
         let body = Body {
             holder: self.holder.clone(),
             expires_unix_ms: unix_ms(expires),
@@ -202,7 +202,6 @@ impl Lease {
         match request.send().await {
             Ok(out) => {
                 self.etag = out.e_tag().unwrap_or_default().to_owned();
-                // A step started now ends within the client's operation timeout, half the ttl.
                 self.expires = now + self.ttl;
                 Ok(())
             }

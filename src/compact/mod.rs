@@ -47,8 +47,10 @@ pub const HANDLER: &str = "compact";
 pub const USAGE: &str =
     "usage: mailhook compact [--through YYYY-MM-DD] [--min-age SECONDS] [--max-object-bytes N] [--lease SECONDS]";
 /// How long a run's lease on an S3 archive lasts between renewals. Every S3 request of a run
-/// must end within half of it (the client's operation timeout), so this bounds the largest
-/// merged object a slow link can write, and how long a killed run holds the archive up.
+/// must end within a quarter of it (the client's operation timeout): a renewal and the step
+/// after it then end within half the lease, and the other half allows for the clocks of two
+/// machines to differ. So this bounds the largest merged object a slow link can write, and how
+/// long a killed run holds the archive up.
 const DEFAULT_LEASE: Duration = Duration::from_secs(600);
 /// At most this many GETs are in flight at once.
 pub const GETS_IN_FLIGHT: usize = 64;
@@ -152,6 +154,9 @@ pub struct Report {
     pub skipped: u64,
     /// Partitions that could not be finished, with the reason.
     pub failed: Vec<(Date, String)>,
+    /// Partitions left for the next run because the deadline came: what was fetched of them is
+    /// merged. Not a failure.
+    pub cut_off: Vec<Date>,
     /// Where the next run should start, when the deadline cut this one off: the partition after
     /// the one it was cut off in, so no partition holds the others back for more than a run.
     pub resume_from: Option<Date>,
@@ -169,7 +174,15 @@ impl fmt::Display for Report {
             n(self.already_merged, "copy", "copies"),
             n(self.skipped, "object", "objects"),
             n(self.failed.len() as u64, "partition", "partitions"),
-        )
+        )?;
+        if !self.cut_off.is_empty() {
+            write!(
+                f,
+                ", {} left for the next run by the deadline",
+                n(self.cut_off.len() as u64, "partition", "partitions")
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -205,12 +218,12 @@ impl Report {
     }
 }
 
+/// Why a partition was left: the run's deadline, not a failure.
+pub(crate) const OUT_OF_TIME: &str = "stopped before the function's timeout; the next run goes on from here";
+
 /// Stops work that would start after the deadline.
 pub(crate) fn out_of_time(options: &Options) -> Option<String> {
-    options
-        .deadline
-        .filter(|d| Instant::now() >= *d)
-        .map(|_| "stopped before the function's timeout; the next run goes on from here".to_owned())
+    options.deadline.filter(|d| Instant::now() >= *d).map(|_| OUT_OF_TIME.to_owned())
 }
 
 /// Per-event objects last modified at or before this are old enough to merge. A `min_age`
@@ -263,11 +276,15 @@ pub(crate) async fn drive(
                 partition = %date, merged = done.merged, written = done.written,
                 already_merged = done.already_merged, skipped = done.skipped, "partition compacted"
             ),
-            Err(why) => {
-                if report.resume_from.is_none() && out_of_time(options).is_some() {
+            Err(why) if why == OUT_OF_TIME => {
+                if report.resume_from.is_none() {
                     // Cut off inside this partition: what it wrote stays; the next run starts after it.
                     report.resume_from = Some(dates[(n + 1) % dates.len()]);
                 }
+                tracing::warn!(partition = %date, merged = done.merged, "left for the next run: {why}");
+                report.cut_off.push(date);
+            }
+            Err(why) => {
                 tracing::error!(partition = %date, error = %why, "compacting a partition failed");
                 report.failed.push((date, why));
             }
@@ -300,7 +317,7 @@ impl CompactError {
 pub async fn run(config: &CompactConfig, options: &Options) -> Result<Report, CompactError> {
     match &config.access.archive {
         ArchiveTarget::S3 { bucket, prefix } => {
-            let client = crate::s3::compaction_client(&config.access, config.lambda, options.lease / 2).await;
+            let client = crate::s3::compaction_client(&config.access, config.lambda, options.lease / 4).await;
             run_s3(client, bucket, prefix, options).await
         }
         ArchiveTarget::Dir(root) => {
@@ -313,8 +330,8 @@ pub async fn run(config: &CompactConfig, options: &Options) -> Result<Report, Co
     }
 }
 
-/// Compacts `s3://bucket/prefix` through `client`, whose operation timeout must be at most half
-/// of `options.lease`, holding the archive's lease throughout.
+/// Compacts `s3://bucket/prefix` through `client`, whose operation timeout must be at most a
+/// quarter of `options.lease`, holding the archive's lease throughout.
 pub async fn run_s3(
     client: aws_sdk_s3::Client,
     bucket: &str,

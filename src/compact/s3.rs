@@ -49,6 +49,7 @@ impl Compactor for S3Compactor {
         if let Some(lost) = &*self.lost.lock().unwrap() {
             return Err(lost.to_string());
         }
+        self.keep().await?;
         self.compact(date, options, done).await
     }
 }

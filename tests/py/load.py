@@ -195,7 +195,7 @@ def main():
             r["resend"]["not_ok"] != 0,
             r.get("temporary_files_left", 0) != 0,
             "metrics" in r and r["metrics"] != {"stored": r["events"], "duplicate": r["events"], "rejected": 1,
-                                                  "failed": 0, "store_seconds_count": 2 * r["events"]},
+                                                  "failed": 0, "busy": 0, "store_seconds_count": 2 * r["events"]},
         ]
         if any(problems):
             failures += 1

@@ -194,8 +194,8 @@ def main():
         check(sorted(merged_lines) == sorted(lines.values()), "after compaction every line is there once, byte for byte")
         check(not any(k in after for k in eligible) and all(k in after for k in keys if k not in eligible),
               f"the eligible per-event objects became merged ones; the others stayed: {after}")
-        check(not any(o["Key"].endswith("_compaction.lease") for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])),
-              "the compaction released its lease")
+        lease = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}_compaction.lease")["Body"].read())
+        check(lease["expires_unix_ms"] == 0, f"the compaction released its lease (wrote it expired): {lease}")
     finally:
         if moto:
             procs.stop(moto)

@@ -79,32 +79,42 @@ fn events(n: usize) -> Vec<Event> {
 }
 
 /// Hands `batch` to the writer as its loop would (one commit per partition, in date order) and
-/// returns each answer.
-fn commit(writer: &mut Writer, batch: &[&Event]) -> Vec<(Id, std::io::Result<Stored>)> {
-    let mut by_date: BTreeMap<Date, Vec<Job>> = BTreeMap::new();
-    let mut answers = Vec::new();
+/// returns each answer, passing each to `answered` as soon as its partition's commit returns,
+/// which is when the writer answers it.
+fn commit_then(
+    writer: &mut Writer,
+    batch: &[&Event],
+    mut answered: impl FnMut(Id, &std::io::Result<Stored>),
+) -> Vec<(Id, std::io::Result<Stored>)> {
+    type Answer = oneshot::Receiver<std::io::Result<Stored>>;
+    let mut by_date: BTreeMap<Date, Vec<(Job, Answer)>> = BTreeMap::new();
     for event in batch {
         let (done, answer) = oneshot::channel();
-        by_date.entry(event.key.date).or_default().push(Job {
-            date: event.key.date,
-            id: event.key.id,
-            line: event.line.clone(),
-            done,
-        });
-        answers.push((event.key.id, answer));
+        let job = Job { date: event.key.date, id: event.key.id, line: event.line.clone(), done };
+        by_date.entry(event.key.date).or_default().push((job, answer));
     }
+    let mut answers = Vec::new();
     for (date, jobs) in by_date {
+        let (jobs, receivers): (Vec<Job>, Vec<_>) = jobs.into_iter().unzip();
+        let ids: Vec<Id> = jobs.iter().map(|j| j.id).collect();
         writer.commit(date, jobs);
+        for (id, mut answer) in ids.into_iter().zip(receivers) {
+            let answer = answer.try_recv().unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            answered(id, &answer);
+            answers.push((id, answer));
+        }
     }
     answers
-        .into_iter()
-        .map(|(id, mut answer)| (id, answer.try_recv().unwrap_or_else(|e| Err(std::io::Error::other(e)))))
-        .collect()
 }
 
-/// Runs the workload of `seed` on a new simulated disk and returns the disk, with its log.
+fn commit(writer: &mut Writer, batch: &[&Event]) -> Vec<(Id, std::io::Result<Stored>)> {
+    commit_then(writer, batch, |_, _| {})
+}
+
+/// Runs the workload of `seed` on a new simulated disk and returns the disk, with its log. The
+/// disk starts without the archive's directory: the first start makes it.
 fn record(seed: u64, events: &[Event], batches: usize, mutation: Mutation) -> SimDisk {
-    let disk = SimDisk::new(Image::with_dir(&root()), mutation);
+    let disk = SimDisk::new(Image::with_dir(Path::new("/")), mutation);
     let mut rng = Rng(seed | 1);
     let mut writer = Writer::start(disk.shared(), root(), tuning()).unwrap();
     for _ in 0..batches {
@@ -113,10 +123,10 @@ fn record(seed: u64, events: &[Event], batches: usize, mutation: Mutation) -> Si
         if rng.below(4) == 0 {
             batch.push(batch[0]); // the same event twice in one batch
         }
-        for (id, answer) in commit(&mut writer, &batch) {
-            answer.unwrap();
+        commit_then(&mut writer, &batch, |id, answer| {
+            assert!(answer.is_ok(), "{answer:?}");
             disk.acked(id);
-        }
+        });
         if rng.below(2) == 0 {
             writer.publish_due();
         }

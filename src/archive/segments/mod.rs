@@ -26,7 +26,7 @@ mod sim;
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -107,7 +107,12 @@ impl DirArchive {
 impl Writer {
     /// Takes the directory's lock and recovers what an earlier run left open.
     pub(super) fn start(disk: Arc<dyn Disk>, root: PathBuf, tuning: Tuning) -> io::Result<Writer> {
-        disk.create_dir_all(&root)?;
+        if !disk.is_dir(&root) {
+            // A new archive: its directory's own entry must be durable too.
+            disk.create_dir_all(&root)?;
+            let parent = root.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            disk.sync_dir(parent)?;
+        }
         let lock = lock(&*disk, &root)?;
         recover(&*disk, &root)?;
         disk.sync_dir(&root)?;

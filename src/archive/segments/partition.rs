@@ -42,6 +42,9 @@ struct Segment {
     published: u64,
     /// Since when durable lines have waited to be published.
     unpublished_since: Option<Instant>,
+    /// The file was cut back to `len` after a failed sync, and that cut is not yet known to be
+    /// on the disk: lines past `len` may still be there, whole, and would be read as stored.
+    cut_pending: bool,
 }
 
 impl Partition {
@@ -49,10 +52,10 @@ impl Partition {
     /// segments' lines that verify, and the per-event files written before segments, by name.
     pub fn load(disk: Arc<dyn Disk>, root: &Path, date: Date) -> io::Result<Partition> {
         let dir = root.join(partition_name(date));
-        if !disk.is_dir(&dir) {
-            disk.create_dir_all(&dir)?;
-            disk.sync_dir(root)?;
-        }
+        disk.create_dir_all(&dir)?;
+        // Every load, not only when this one made the directory: an earlier load may have made
+        // it and then failed to sync its entry, and lines are about to be answered in it.
+        disk.sync_dir(root)?;
         let mut ids = HashSet::new();
         for (name, _) in disk.read_dir(&dir)? {
             if let Some(id) = event_file_id(&name) {
@@ -107,13 +110,14 @@ impl Partition {
         }
         if let Err(e) = sync(&*segment.file) {
             // After a failed sync the page cache cannot be trusted: those lines may or may not be
-            // on disk. Cut the file back to what was durable, try to make that cut durable, and
-            // seal it; the next batch starts a new segment. Should the cut not reach the disk, the
-            // partition's next load cuts whatever fails to verify.
+            // on disk. Cut the file back to what was durable and seal it, which makes the cut
+            // durable first; the next batch starts a new segment. Until the cut is known to be on
+            // the disk the segment stays hidden, and the seal is tried again: those lines are
+            // whole, and a reader, or the next load, would count them as stored.
             match segment.file.set_len(segment.len) {
                 Ok(()) => {
                     segment.zeroed_to = segment.len;
-                    let _ = sync(&*segment.file);
+                    segment.cut_pending = true;
                     self.seal();
                 }
                 Err(_) => self.abandon(),
@@ -198,11 +202,16 @@ impl Segment {
                 _ => Ok(()),
             };
         }
-        if self.file.len()? != self.len {
+        if self.cut_pending || self.file.len()? != self.len {
             self.file.set_len(self.len)?;
             self.file.sync_all()?;
         }
-        disk.rename(&live, &files::sealed(dir, &self.name))?;
+        let sealed = files::sealed(dir, &self.name);
+        match disk.rename(&live, &sealed) {
+            // Renamed by an earlier try whose directory sync failed.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && disk.exists(&sealed) => {}
+            other => other?,
+        }
         disk.sync_dir(dir)
     }
 
@@ -210,6 +219,6 @@ impl Segment {
     fn create(disk: &dyn Disk, dir: &Path, names: &mut Names) -> io::Result<Segment> {
         let (name, file) = names.create(disk, dir, files::live)?;
         disk.sync_dir(dir)?;
-        Ok(Segment { file, name, len: 0, zeroed_to: 0, published: 0, unpublished_since: None })
+        Ok(Segment { file, name, len: 0, zeroed_to: 0, published: 0, unpublished_since: None, cut_pending: false })
     }
 }
