@@ -30,7 +30,7 @@ pub async fn serve_lambda(config: CompactConfig) -> Result<(), crate::Error> {
         }
         let deadline = UNIX_EPOCH.checked_add(Duration::from_millis(event.context.deadline));
         let left = deadline.and_then(|d| d.duration_since(SystemTime::now()).ok()).unwrap_or_default();
-        options.deadline = Some(Instant::now() + left.saturating_sub(DEADLINE_MARGIN.min(left / 10)));
+        options.deadline = Instant::now().checked_add(left.saturating_sub(DEADLINE_MARGIN.min(left / 10)));
         let report = run(config, &options).await.map_err(|e| {
             let e = e.to_string();
             let failed = Report { failed: vec![(options.through, e.clone())], ..Report::default() };
