@@ -248,7 +248,7 @@ fn check_all(seed: u64, n_events: usize, batches: usize, mutation: Mutation) -> 
 /// The size of the enumeration: larger in an optimised build, where it still takes about a
 /// minute; `MAILHOOK_CRASH_SEEDS` runs more seeds (the ignored soak sets it).
 fn seeds() -> u64 {
-    let default = if cfg!(debug_assertions) { 1 } else { 4 };
+    let default = if cfg!(debug_assertions) { 1 } else { 16 };
     std::env::var("MAILHOOK_CRASH_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
