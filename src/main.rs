@@ -44,11 +44,12 @@ fn run(command: Command) -> Outcome {
         }
         Command::Serve => {
             let config = Config::from_env().map_err(refused)?;
-            start(&config.access).block_on(mailhook::run(config)).map_err(failed)
+            let lambda = config.runtime == mailhook::config::Runtime::Lambda;
+            start(&config.access, lambda).block_on(mailhook::run(config)).map_err(failed)
         }
         Command::CompactLambda => {
             let config = CompactConfig::from_env().map_err(refused)?;
-            start(&config.access).block_on(compact::serve_lambda(config)).map_err(failed)
+            start(&config.access, true).block_on(compact::serve_lambda(config)).map_err(failed)
         }
         Command::CompactOnce(args) => {
             let options = match Options::parse(args, time::OffsetDateTime::now_utc()) {
@@ -56,7 +57,7 @@ fn run(command: Command) -> Outcome {
                 parsed => parsed.map_err(|e| (2, e))?,
             };
             let config = CompactConfig::from_env().map_err(refused)?;
-            let report = start(&config.access)
+            let report = start(&config.access, false)
                 .block_on(compact::run(&config, &options))
                 .map_err(|e| (e.exit_code(), e.to_string()))?;
             tracing::info!(through = %options.through, "{report}");
@@ -76,7 +77,7 @@ fn failed(e: mailhook::Error) -> (i32, String) {
 /// What every command does once its configuration is read: fall back from a missing CA bundle,
 /// and drop an empty S3 endpoint, while the process is still single-threaded; then start the
 /// runtime.
-fn start(access: &Access) -> tokio::runtime::Runtime {
+fn start(access: &Access, lambda: bool) -> tokio::runtime::Runtime {
     // The template declares AWS_ENDPOINT_URL_S3 empty, so `sam local invoke --env-vars` can set
     // it; empty, it must mean the SDK's own endpoint, which the SDK only does when it is unset.
     for name in mailhook::config::ENDPOINT_VARS {
@@ -90,5 +91,17 @@ fn start(access: &Access) -> tokio::runtime::Runtime {
         // SAFETY: no other thread exists yet; the runtime, and with it the S3 client, starts later.
         unsafe { std::env::remove_var("SSL_CERT_FILE") };
     }
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the runtime")
+    runtime(lambda)
+}
+
+/// Under Lambda one request (or one compaction run) is in flight at a time, so a thread of its
+/// own is all the runtime needs, and Init spawns no worker threads (BENCHMARKS.md, cold start).
+/// The local server serves many connections at once on every core.
+fn runtime(lambda: bool) -> tokio::runtime::Runtime {
+    let mut builder = if lambda {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all().build().expect("starting the runtime")
 }
