@@ -1,4 +1,4 @@
-//! The compaction function (`Handler: compact`): each invocation, the nightly schedule's, runs
+//! The compaction function (`Handler: compact`): each invocation, the schedule's (four a day), runs
 //! once. The event may hold `{"through": "YYYY-MM-DD", "min_age_seconds": N}`; anything else in
 //! it is ignored. A run that leaves a partition unfinished returns an error, which Lambda counts
 //! in `Errors`, after one EMF line whose `CompactionFailed` the template's alarm watches.
