@@ -315,3 +315,65 @@ fn a_partition_whose_seal_failed_is_not_let_go_of() {
     writer.seal_all();
     assert_eq!(visible(&disk.now()).unwrap().get(&event.key.id), Some(&1));
 }
+
+/// After a failed `fdatasync` the batch's lines are cut from their segment; until that cut is
+/// durable they may still be on the disk, whole. A resend answered 200 meanwhile, from another
+/// segment, would be there twice after a power loss: so nothing is answered in the partition
+/// until the cut is made durable, and then the resend is stored once.
+#[test]
+fn no_line_is_answered_while_a_failed_sync_cut_is_not_durable() {
+    let disk = SimDisk::new(Image::with_dir(&root()), Mutation::None);
+    let mut writer = Writer::start(disk.shared(), root(), tuning()).unwrap();
+    // One partition: the even events are all dated the day before midnight.
+    let all = events(5);
+    let events = [&all[0], &all[2], &all[4]];
+    assert!(matches!(commit(&mut writer, &[events[0]])[0].1, Ok(Stored::Created)));
+
+    // The batch's fdatasync fails, and so does the fsync that would make its cut durable.
+    disk.fail_syncs(true, true);
+    assert!(commit(&mut writer, &[events[1]])[0].1.is_err());
+    // The disk answers fdatasync again, but the cut is still not known to be on it.
+    disk.fail_syncs(false, true);
+    assert!(commit(&mut writer, &[events[1]])[0].1.is_err(), "no resend is answered before the cut is durable");
+    assert!(commit(&mut writer, &[events[2]])[0].1.is_err(), "nor any other line of the partition");
+
+    disk.fail_syncs(false, false);
+    assert!(matches!(commit(&mut writer, &[events[1]])[0].1, Ok(Stored::Created)));
+    assert!(matches!(commit(&mut writer, &[events[2]])[0].1, Ok(Stored::Created)));
+    writer.seal_all();
+    // And after a crash at any step since, each answered event is there once.
+    let (base, log) = disk.trace();
+    let acked: HashSet<Id> = events.iter().map(|e| e.key.id).collect();
+    for state in crash_states(&base, &log, log.len()) {
+        let recovered = SimDisk::new(state, Mutation::None);
+        drop(Writer::start(recovered.shared(), root(), tuning()).unwrap());
+        promises_hold(&recovered.now(), &acked).unwrap();
+    }
+}
+
+/// The same when the failed batch was its segment's first: the emptied segment is removed, and
+/// that removal is durable (the next segment's directory sync) before the resend is answered,
+/// at every crash point.
+#[test]
+fn a_first_batch_whose_sync_failed_leaves_no_copy_behind() {
+    let disk = SimDisk::new(Image::with_dir(&root()), Mutation::None);
+    let mut writer = Writer::start(disk.shared(), root(), tuning()).unwrap();
+    let events = events(1);
+    disk.fail_syncs(true, false);
+    assert!(commit(&mut writer, &[&events[0]])[0].1.is_err());
+    disk.fail_syncs(false, false);
+    assert!(matches!(commit(&mut writer, &[&events[0]])[0].1, Ok(Stored::Created)));
+    let (base, log) = disk.trace();
+    let acked: HashSet<Id> = [events[0].key.id].into();
+    for end in 0..=log.len() {
+        for state in crash_states(&base, &log, end) {
+            let recovered = SimDisk::new(state, Mutation::None);
+            drop(Writer::start(recovered.shared(), root(), tuning()).unwrap());
+            let seen = visible(&recovered.now()).unwrap();
+            assert!(seen.values().all(|n| *n == 1), "stored twice after a crash at step {end}: {seen:?}");
+            if end == log.len() {
+                promises_hold(&recovered.now(), &acked).unwrap();
+            }
+        }
+    }
+}

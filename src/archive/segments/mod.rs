@@ -107,11 +107,25 @@ impl DirArchive {
 impl Writer {
     /// Takes the directory's lock and recovers what an earlier run left open.
     pub(super) fn start(disk: Arc<dyn Disk>, root: PathBuf, tuning: Tuning) -> io::Result<Writer> {
-        if !disk.is_dir(&root) {
-            // A new archive: its directory's own entry must be durable too.
-            disk.create_dir_all(&root)?;
-            let parent = root.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            disk.sync_dir(parent)?;
+        // The archive's own entry, and those of any directories made for it, must be durable too.
+        // Synced at every start, not only at the one that made them: that one may have failed
+        // before its sync. Where the archive already was, a parent this user may not open is no
+        // reason to refuse to start: only warned about.
+        let missing: Vec<PathBuf> = root
+            .ancestors()
+            .take_while(|dir| !dir.as_os_str().is_empty() && !disk.is_dir(dir))
+            .map(Path::to_path_buf)
+            .collect();
+        disk.create_dir_all(&root)?;
+        let parent_of =
+            |dir: &Path| dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+        for dir in &missing {
+            disk.sync_dir(&parent_of(dir))?;
+        }
+        if missing.is_empty()
+            && let Err(e) = disk.sync_dir(&parent_of(&root))
+        {
+            tracing::warn!(dir = %root.display(), error = %e, "could not sync the archive's parent directory");
         }
         let lock = lock(&*disk, &root)?;
         recover(&*disk, &root)?;

@@ -81,6 +81,12 @@ impl Partition {
     /// On failure nothing of `lines` counts: the segment is rolled back to its durable length.
     pub fn append(&mut self, lines: &[u8], names: &mut Names, tuning: &Tuning) -> io::Result<()> {
         let sync = tuning.sync;
+        // A segment cut back after a failed sync whose cut is not yet durable may still hold those
+        // lines, whole: a resend written anywhere now could be stored twice after a power loss.
+        // Nothing more is answered in this partition until that cut is on the disk.
+        if self.stranded.iter().any(|s| s.cut_pending) && !self.seal_stranded() {
+            return Err(io::Error::other("an earlier failed sync is not resolved yet: its cut is not on the disk"));
+        }
         if self.live.as_ref().is_some_and(|s| s.len > 0 && s.len + lines.len() as u64 > tuning.segment_bytes) {
             self.seal();
         }
@@ -186,7 +192,10 @@ impl Partition {
     /// Stops appending to a live segment that could not be cut back to its durable length: it
     /// stays hidden, and sealing it (now, later, or at the next start) cuts it back first.
     fn abandon(&mut self) {
-        self.stranded.extend(self.live.take());
+        if let Some(mut segment) = self.live.take() {
+            segment.cut_pending = true;
+            self.stranded.push(segment);
+        }
         self.seal();
     }
 }
@@ -197,6 +206,8 @@ impl Segment {
     fn seal(&self, disk: &dyn Disk, dir: &Path) -> io::Result<()> {
         let live = files::live(dir, &self.name);
         if self.len == 0 {
+            // Its removal becomes durable with the next directory sync, which comes before any
+            // later line in this partition is answered (a new segment's name is synced first).
             return match disk.remove_file(&live) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),

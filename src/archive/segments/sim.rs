@@ -165,6 +165,10 @@ struct State {
     mutation: Mutation,
     /// Every rename fails while this is set: a seal or a publish that cannot finish.
     renames_fail: bool,
+    /// Every `fdatasync` fails while this is set (and keeps nothing).
+    data_syncs_fail: bool,
+    /// Every `fsync` fails while this is set (and keeps nothing).
+    full_syncs_fail: bool,
 }
 
 /// The simulated disk. Clones share it.
@@ -180,7 +184,16 @@ impl SimDisk {
             locked: HashSet::new(),
             mutation,
             renames_fail: false,
+            data_syncs_fail: false,
+            full_syncs_fail: false,
         })))
+    }
+
+    /// Makes `fdatasync` and `fsync` fail, or work again.
+    pub fn fail_syncs(&self, data: bool, full: bool) {
+        let mut state = self.0.lock().unwrap();
+        state.data_syncs_fail = data;
+        state.full_syncs_fail = full;
     }
 
     pub fn fail_renames(&self, fail: bool) {
@@ -367,12 +380,19 @@ impl DiskFile for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        if self.disk.0.lock().unwrap().data_syncs_fail {
+            return Err(io::Error::other("EIO (injected)"));
+        }
         self.disk.log(Op::Sync { ino: self.ino });
         Ok(())
     }
 
     fn sync_all(&self) -> io::Result<()> {
-        self.sync_data()
+        if self.disk.0.lock().unwrap().full_syncs_fail {
+            return Err(io::Error::other("EIO (injected)"));
+        }
+        self.disk.log(Op::Sync { ino: self.ino });
+        Ok(())
     }
 }
 
