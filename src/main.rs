@@ -57,7 +57,9 @@ fn run(command: Command) -> Outcome {
                 parsed => parsed.map_err(|e| (2, e))?,
             };
             let config = CompactConfig::from_env().map_err(refused)?;
-            let report = start(&config.access, false)
+            // One gzip stream takes one core, and the GETs feeding it are I/O: on one thread, no
+            // response crosses threads to reach it (BENCHMARKS.md, compaction).
+            let report = start(&config.access, true)
                 .block_on(compact::run(&config, &options))
                 .map_err(|e| (e.exit_code(), e.to_string()))?;
             tracing::info!(through = %options.through, "{report}");
@@ -77,7 +79,7 @@ fn failed(e: mailhook::Error) -> (i32, String) {
 /// What every command does once its configuration is read: fall back from a missing CA bundle,
 /// and drop an empty S3 endpoint, while the process is still single-threaded; then start the
 /// runtime.
-fn start(access: &Access, lambda: bool) -> tokio::runtime::Runtime {
+fn start(access: &Access, single: bool) -> tokio::runtime::Runtime {
     // The template declares AWS_ENDPOINT_URL_S3 empty, so `sam local invoke --env-vars` can set
     // it; empty, it must mean the SDK's own endpoint, which the SDK only does when it is unset.
     for name in mailhook::config::ENDPOINT_VARS {
@@ -91,14 +93,15 @@ fn start(access: &Access, lambda: bool) -> tokio::runtime::Runtime {
         // SAFETY: no other thread exists yet; the runtime, and with it the S3 client, starts later.
         unsafe { std::env::remove_var("SSL_CERT_FILE") };
     }
-    runtime(lambda)
+    runtime(single)
 }
 
 /// Under Lambda one request (or one compaction run) is in flight at a time, so a thread of its
 /// own is all the runtime needs, and Init spawns no worker threads (BENCHMARKS.md, cold start).
-/// The local server serves many connections at once on every core.
-fn runtime(lambda: bool) -> tokio::runtime::Runtime {
-    let mut builder = if lambda {
+/// A compaction run is one thread's work anywhere. The local server serves many connections at
+/// once on every core.
+fn runtime(single: bool) -> tokio::runtime::Runtime {
+    let mut builder = if single {
         tokio::runtime::Builder::new_current_thread()
     } else {
         tokio::runtime::Builder::new_multi_thread()
