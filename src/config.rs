@@ -167,6 +167,10 @@ pub struct Access {
     pub archive: ArchiveTarget,
     /// `S3_FORCE_PATH_STYLE`: address the bucket as `endpoint/bucket/key`, for MinIO and other S3-compatible servers.
     pub s3_force_path_style: bool,
+    /// The roots the S3 client trusts: Amazon Trust Services' for AWS's own endpoints, the
+    /// platform's (`SSL_CERT_FILE`) once `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` names another
+    /// over https. A plain http endpoint makes no TLS connection, so the roots do not matter.
+    pub trust: crate::s3::Trust,
     /// `SSL_CERT_FILE` named a file that does not exist: `main` unsets it, so the TLS stack reads
     /// the system's trust store instead of finding no roots at all.
     pub ssl_cert_file_missing: Option<String>,
@@ -200,22 +204,29 @@ impl Access {
         };
 
         // The SDK reads these itself; a value it cannot use would fail every write, so say so now.
+        let mut trust = crate::s3::Trust::AmazonTrustServices;
         if matches!(archive, ArchiveTarget::S3 { .. }) {
             for var in ENDPOINT_VARS {
-                if let Some(url) = get(var)
-                    && !(url.trim().starts_with("http://") || url.trim().starts_with("https://"))
-                {
-                    return Err(bad(var, format!("must be an http:// or https:// URL, got {url:?}")));
+                if let Some(url) = get(var) {
+                    if url.trim().starts_with("https://") {
+                        trust = crate::s3::Trust::System;
+                    } else if !url.trim().starts_with("http://") {
+                        return Err(bad(var, format!("must be an http:// or https:// URL, got {url:?}")));
+                    }
                 }
             }
         }
 
-        // Read by the TLS stack (rustls-native-certs) when the S3 client is built: one bundle instead
-        // of the default bundle plus every file of the certificate directory. A file that holds no
-        // certificate would leave no trusted roots and fail every write, so it stops start-up; a
-        // path that does not exist (a guess that missed) falls back to the system's trust store.
+        // Read by the TLS stack (rustls-native-certs) when the S3 client is built for another
+        // endpoint: one bundle instead of the default bundle plus every file of the certificate
+        // directory. A file that holds no certificate would leave no trusted roots and fail every
+        // write, so it stops start-up; a path that does not exist (a guess that missed) falls back
+        // to the system's trust store. AWS's own endpoints are trusted through the compiled-in
+        // roots, and the file is not read.
         let mut ssl_cert_file_missing = None;
-        if let (Some(path), ArchiveTarget::S3 { .. }) = (get("SSL_CERT_FILE"), &archive) {
+        if let (Some(path), ArchiveTarget::S3 { .. }, crate::s3::Trust::System) =
+            (get("SSL_CERT_FILE"), &archive, trust)
+        {
             use rustls_pki_types::CertificateDer;
             use rustls_pki_types::pem::PemObject;
             match std::fs::metadata(&path) {
@@ -240,7 +251,7 @@ impl Access {
             }
         }
 
-        Ok(Access { archive, s3_force_path_style, ssl_cert_file_missing })
+        Ok(Access { archive, s3_force_path_style, trust, ssl_cert_file_missing })
     }
 }
 
@@ -322,7 +333,8 @@ mod tests {
     #[test]
     fn ssl_cert_file_must_hold_a_certificate_and_falls_back_when_absent() {
         let s3 = [("WEBHOOK_TOKENS", "t"), ("ARCHIVE_URI", "s3://bucket-a/p/")];
-        let with = |path: &str| load(&[s3[0], s3[1], ("SSL_CERT_FILE", path)]);
+        let endpoint = ("AWS_ENDPOINT_URL_S3", "https://minio.internal:9000");
+        let with = |path: &str| load(&[s3[0], s3[1], endpoint, ("SSL_CERT_FILE", path)]);
         assert_eq!(with("/").unwrap_err().var, "SSL_CERT_FILE", "a directory");
         let empty = tempfile::NamedTempFile::new().unwrap();
         assert_eq!(with(empty.path().to_str().unwrap()).unwrap_err().var, "SSL_CERT_FILE", "an empty file");
@@ -337,6 +349,14 @@ mod tests {
         assert_eq!(missing.access.ssl_cert_file_missing.as_deref(), Some("/nonexistent/ca-bundle.crt"));
         // A local directory archive makes no TLS connection, so the variable is not its business.
         assert!(load(&[s3[0], ("SSL_CERT_FILE", "/")]).is_ok());
+        // Nor is it on AWS's own endpoints, which the compiled-in roots are for.
+        let aws = load(&[s3[0], s3[1], ("SSL_CERT_FILE", "/")]).unwrap();
+        assert_eq!(aws.access.trust, crate::s3::Trust::AmazonTrustServices);
+        assert_eq!(with(bundle).unwrap().access.trust, crate::s3::Trust::System);
+        let general = load(&[s3[0], s3[1], ("AWS_ENDPOINT_URL", "https://127.0.0.1:9000")]).unwrap();
+        assert_eq!(general.access.trust, crate::s3::Trust::System, "AWS_ENDPOINT_URL names another endpoint too");
+        let plain = load(&[s3[0], s3[1], ("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000"), ("SSL_CERT_FILE", "/")]);
+        assert_eq!(plain.unwrap().access.trust, crate::s3::Trust::AmazonTrustServices, "no TLS, no bundle to read");
     }
 
     #[test]

@@ -7,9 +7,24 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::error::SdkError;
-use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore, rustls_provider::CryptoMode};
 
 use crate::config::Access;
+
+/// The roots the S3 client trusts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// The Amazon Trust Services roots, compiled in (`ATS_ROOTS`): every certificate of AWS's own
+    /// S3 endpoints chains to one of them. Five roots parse in a fraction of the time the ~150
+    /// of a system bundle take, during every Init (BENCHMARKS.md, cold start).
+    AmazonTrustServices,
+    /// The platform's roots: `SSL_CERT_FILE`, else the system's store. For any other endpoint
+    /// (`AWS_ENDPOINT_URL_S3`: MinIO, R2, a test server), whose CA mailhook cannot know.
+    System,
+}
+
+/// Amazon Root CA 1 to 4 and Starfield Services Root G2, as amazontrust.com lists them.
+pub const ATS_ROOTS: &str = include_str!("ats-roots.pem");
 
 /// The SDK's configuration loader. Under Lambda the credentials are the function role's keys,
 /// which Lambda puts in the environment, so only that provider is built: the default chain also
@@ -46,20 +61,21 @@ pub async fn receiver_client(
         .with_max_attempts(3)
         .with_initial_backoff(Duration::from_millis(100))
         .with_max_backoff(Duration::from_secs(1));
-    build(loader, access.s3_force_path_style, timeouts, retries).await
+    build(loader, access.s3_force_path_style, access.trust, timeouts, retries).await
 }
 
 /// The compaction's client: longer attempts than the receiver's (a merged object is up to
 /// `--max-object-bytes`), and more retries, since nobody is waiting on an answer; but every
 /// request, retries included, ends within `operation_timeout`, which the lease relies on.
 pub async fn compaction_client(access: &Access, lambda: bool, operation_timeout: Duration) -> aws_sdk_s3::Client {
-    compaction_client_from(sdk_loader(lambda), access.s3_force_path_style, operation_timeout).await
+    compaction_client_from(sdk_loader(lambda), access.s3_force_path_style, access.trust, operation_timeout).await
 }
 
 /// As `compaction_client`, from another loader (tests add an endpoint and keys).
 pub async fn compaction_client_from(
     loader: aws_config::ConfigLoader,
     force_path_style: bool,
+    trust: Trust,
     operation_timeout: Duration,
 ) -> aws_sdk_s3::Client {
     let timeouts = TimeoutConfig::builder()
@@ -68,17 +84,25 @@ pub async fn compaction_client_from(
         .operation_timeout(operation_timeout)
         .build();
     let retries = RetryConfig::standard().with_max_attempts(5);
-    build(loader, force_path_style, timeouts, retries).await
+    build(loader, force_path_style, trust, timeouts, retries).await
 }
 
-/// An S3 client on the SDK's hyper 1 client with rustls on ring, with these timeouts and retries.
+/// An S3 client on the SDK's hyper 1 client with rustls on ring, trusting `trust`'s roots, with
+/// these timeouts and retries.
 pub async fn build(
     loader: aws_config::ConfigLoader,
     force_path_style: bool,
+    trust: Trust,
     timeouts: TimeoutConfig,
     retries: RetryConfig,
 ) -> aws_sdk_s3::Client {
-    let https = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
+    let mut https = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring));
+    if trust == Trust::AmazonTrustServices {
+        let roots = TrustStore::empty().with_native_roots(false).with_pem_certificate(ATS_ROOTS);
+        let context = TlsContext::builder().with_trust_store(roots).build().expect("a trust store of our own roots");
+        https = https.tls_context(context);
+    }
+    let https = https.build_https();
     let shared = loader.http_client(https).timeout_config(timeouts).retry_config(retries).load().await;
     let s3 = aws_sdk_s3::config::Builder::from(&shared).force_path_style(force_path_style).build();
     aws_sdk_s3::Client::from_conf(s3)

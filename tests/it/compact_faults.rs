@@ -36,7 +36,7 @@ async fn client(proxy: &FaultProxy) -> aws_sdk_s3::Client {
         .endpoint_url(format!("http://{}", proxy.addr))
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "tests"));
-    mailhook::s3::compaction_client_from(loader, true, LEASE / 4).await
+    mailhook::s3::compaction_client_from(loader, true, mailhook::s3::Trust::System, LEASE / 4).await
 }
 
 async fn compact(proxy: &FaultProxy) -> Result<Report, CompactError> {

@@ -1,8 +1,10 @@
 //! The S3 client's HTTPS path, for real: the `mailhook` binary stores through an S3-compatible
 //! server (s3s-fs) behind TLS on loopback, whose certificate a test CA made with rcgen signs.
-//! Trusted through `SSL_CERT_FILE`, the way the template configures it, a write succeeds; with
-//! another CA in the file, or the system's trust store, the handshake fails and the sender gets
-//! a 500 with nothing stored.
+//! Trusted through `SSL_CERT_FILE`, as it is for any https endpoint other than AWS's, a write
+//! succeeds; with another CA in the file, or the system's trust store, the handshake fails and the
+//! sender gets a 500 with nothing stored. For AWS's own endpoints the client trusts only the
+//! compiled-in Amazon Trust Services roots, which are checked here against their published
+//! fingerprints.
 
 use crate::support;
 
@@ -140,5 +142,81 @@ async fn https_to_s3_works_when_the_ca_is_trusted_through_ssl_cert_file_and_fail
     let (server, addr) = mailhook(endpoint, &[]).await;
     assert_eq!(post_event(addr, 3).await, 500, "{}", server.output());
     assert_eq!(objects(root.path()), 1);
+    drop(server);
+
+    // A path that does not exist falls back to the system's trust store with a warning, rather
+    // than leaving no roots at all or failing to start.
+    let (server, addr) = mailhook(endpoint, &[("SSL_CERT_FILE", "/nonexistent/ca-bundle.crt".to_owned())]).await;
+    assert_eq!(post_event(addr, 4).await, 500, "{}", server.output());
+    let log = server.output();
+    assert!(log.contains("SSL_CERT_FILE does not exist; using the system's trust store"), "{log}");
+    assert_eq!(objects(root.path()), 1);
     assert_eq!(handshakes.load(std::sync::atomic::Ordering::SeqCst), before, "no untrusted handshake completed");
+}
+
+/// amazontrust.com's SHA-256 fingerprints of Amazon Root CA 1 to 4 and Starfield Services Root
+/// Certificate Authority - G2, in that order.
+const ATS_FINGERPRINTS: [&str; 5] = [
+    "8ecde6884f3d87b1125ba31ac3fcb13d7016de7f57cc904fe1cb97c6ae98196e",
+    "1ba5b2aa8c65401a82960118f80bec4f62304d83cec4713a19c39c011ea46db4",
+    "18ce6cfe7bf14e60b2e347b8dfe868cb31d02ebb3ada271569f50343b46db3a4",
+    "e35d28419ed02025cfa69038cd623962458da5c695fbdea3c22b0bfb25897092",
+    "568d6905a2c88708a4b3025190edcfedb1974a606a13c6e5290fcb2ae63edab5",
+];
+
+fn pem_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem).collect::<Result<_, _>>().expect("PEM certificates")
+}
+
+#[test]
+fn the_compiled_in_roots_are_the_five_amazon_trust_services_roots() {
+    use sha2::{Digest, Sha256};
+    let roots = pem_certs(mailhook::s3::ATS_ROOTS.as_bytes());
+    let fingerprints: Vec<String> =
+        roots.iter().map(|c| Sha256::digest(c).iter().map(|b| format!("{b:02x}")).collect()).collect();
+    assert_eq!(fingerprints, ATS_FINGERPRINTS, "byte for byte the roots amazontrust.com lists");
+    // Each is a trust anchor rustls takes, as the SDK's client adds them (it panics on one it cannot).
+    let mut store = rustls::RootCertStore::empty();
+    for root in &roots {
+        store.add(root.clone()).expect("a usable trust anchor");
+    }
+    assert_eq!(store.len(), 5);
+    // And the same certificates the platform's store carries, where it is Debian's or Amazon Linux's.
+    let bundle = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"]
+        .into_iter()
+        .find_map(|path| std::fs::read(path).ok());
+    match bundle {
+        Some(bundle) => {
+            let system = pem_certs(&bundle);
+            assert!(roots.iter().all(|root| system.contains(root)), "every compiled-in root is in the system bundle");
+        }
+        None => skipped("no system CA bundle to compare the compiled-in roots with"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_compiled_in_roots_a_server_of_another_ca_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let backend = s3_server(root.path()).await;
+    let ca = test_ca("mailhook test CA");
+    let (endpoint, handshakes) = tls_front(&ca, backend).await;
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(format!("https://localhost:{}", endpoint.port()))
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "tests"));
+    let client = mailhook::s3::build(
+        loader,
+        true,
+        mailhook::s3::Trust::AmazonTrustServices,
+        aws_config::timeout::TimeoutConfig::disabled(),
+        aws_config::retry::RetryConfig::disabled(),
+    )
+    .await;
+    let put = client.put_object().bucket(BUCKET).key("k.jsonl").body(b"x\n".to_vec().into()).send().await;
+    let error =
+        aws_sdk_s3::error::DisplayErrorContext(put.expect_err("a CA outside the compiled-in roots")).to_string();
+    assert!(error.contains("UnknownIssuer"), "refused for its issuer: {error}");
+    assert_eq!(handshakes.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(objects(root.path()), 0);
 }
