@@ -225,10 +225,7 @@ fn meta(request: &Request) -> Meta {
     };
     let ip =
         lambda_ip.or_else(|| request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0.ip().to_string()));
-    let request_id = request
-        .lambda_context_ref()
-        .map(|ctx| ctx.request_id.clone())
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let request_id = request.lambda_context_ref().map(|ctx| ctx.request_id.clone()).unwrap_or_else(local_request_id);
     Meta {
         request_id,
         ip,
@@ -237,6 +234,28 @@ fn meta(request: &Request) -> Meta {
     }
 }
 
+/// A version 4 UUID for a request the local server received, as Lambda gives each invocation.
+/// Its random bits come from fastrand's per-thread generator, seeded once from the OS (the AWS
+/// SDK's invocation ids are made the same way), not from a `getrandom` call per request: the id
+/// only tells requests apart in the lines and logs, and nothing depends on it being unguessable.
+fn local_request_id() -> String {
+    uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid().to_string()
+}
+
 fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn local_request_ids_are_distinct_version_4_uuids() {
+        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| super::local_request_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in ids.iter().take(100) {
+            let uuid = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(uuid.get_version(), Some(uuid::Version::Random), "{id}");
+            assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122, "{id}");
+        }
+    }
 }
