@@ -167,9 +167,10 @@ pub struct Access {
     pub archive: ArchiveTarget,
     /// `S3_FORCE_PATH_STYLE`: address the bucket as `endpoint/bucket/key`, for MinIO and other S3-compatible servers.
     pub s3_force_path_style: bool,
-    /// The roots the S3 client trusts: Amazon Trust Services' for AWS's own endpoints, the
-    /// platform's (`SSL_CERT_FILE`) once `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` names another
-    /// over https. A plain http endpoint makes no TLS connection, so the roots do not matter.
+    /// The roots the S3 client trusts: Amazon Trust Services' under Lambda in AWS's commercial
+    /// partition, the platform's (`SSL_CERT_FILE`) anywhere else, and once `AWS_ENDPOINT_URL_S3`
+    /// or `AWS_ENDPOINT_URL` names another endpoint over https. A plain http endpoint makes no TLS
+    /// connection, so the roots do not matter.
     pub trust: crate::s3::Trust,
     /// `SSL_CERT_FILE` named a file that does not exist: `main` unsets it, so the TLS stack reads
     /// the system's trust store instead of finding no roots at all.
@@ -203,8 +204,18 @@ impl Access {
             }
         };
 
+        // The compiled-in roots are for S3 itself, as a Lambda in AWS's commercial partition
+        // reaches it. Outside Lambda a profile's `endpoint_url` can name another store, which these
+        // variables would not show; the China, GovCloud and ISO partitions are not promised to
+        // chain to Amazon Trust Services.
+        let region = get("AWS_REGION").unwrap_or_default();
+        let commercial = !region.is_empty()
+            && !region.starts_with("cn-")
+            && !region.starts_with("us-gov-")
+            && !region.contains("-iso");
+        let mut trust =
+            if lambda && commercial { crate::s3::Trust::AmazonTrustServices } else { crate::s3::Trust::System };
         // The SDK reads these itself; a value it cannot use would fail every write, so say so now.
-        let mut trust = crate::s3::Trust::AmazonTrustServices;
         if matches!(archive, ArchiveTarget::S3 { .. }) {
             for var in ENDPOINT_VARS {
                 if let Some(url) = get(var) {
@@ -349,14 +360,37 @@ mod tests {
         assert_eq!(missing.access.ssl_cert_file_missing.as_deref(), Some("/nonexistent/ca-bundle.crt"));
         // A local directory archive makes no TLS connection, so the variable is not its business.
         assert!(load(&[s3[0], ("SSL_CERT_FILE", "/")]).is_ok());
-        // Nor is it on AWS's own endpoints, which the compiled-in roots are for.
-        let aws = load(&[s3[0], s3[1], ("SSL_CERT_FILE", "/")]).unwrap();
-        assert_eq!(aws.access.trust, crate::s3::Trust::AmazonTrustServices);
         assert_eq!(with(bundle).unwrap().access.trust, crate::s3::Trust::System);
-        let general = load(&[s3[0], s3[1], ("AWS_ENDPOINT_URL", "https://127.0.0.1:9000")]).unwrap();
-        assert_eq!(general.access.trust, crate::s3::Trust::System, "AWS_ENDPOINT_URL names another endpoint too");
-        let plain = load(&[s3[0], s3[1], ("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000"), ("SSL_CERT_FILE", "/")]);
-        assert_eq!(plain.unwrap().access.trust, crate::s3::Trust::AmazonTrustServices, "no TLS, no bundle to read");
+    }
+
+    #[test]
+    fn the_compiled_in_roots_are_for_s3_itself_under_lambda_in_the_commercial_partition() {
+        use crate::s3::Trust::{AmazonTrustServices, System};
+        let lambda = [
+            ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+            ("WEBHOOK_TOKENS", "t"),
+            ("ARCHIVE_URI", "s3://bucket-a/p/"),
+            ("AWS_REGION", "eu-central-1"),
+        ];
+        let trust = |extra: &[(&'static str, &'static str)]| {
+            let mut vars = lambda.to_vec();
+            vars.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+            vars.extend_from_slice(extra);
+            load(&vars).unwrap().access.trust
+        };
+        assert_eq!(trust(&[]), AmazonTrustServices);
+        // Then SSL_CERT_FILE is not read at all, so a wrong one does not stop start-up.
+        assert_eq!(trust(&[("SSL_CERT_FILE", "/")]), AmazonTrustServices);
+        assert_eq!(trust(&[("AWS_ENDPOINT_URL_S3", "https://minio.internal:9000")]), System, "another store");
+        assert_eq!(trust(&[("AWS_ENDPOINT_URL", "https://127.0.0.1:9000")]), System, "the general variable too");
+        assert_eq!(trust(&[("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000")]), AmazonTrustServices, "no TLS");
+        for region in ["cn-north-1", "us-gov-west-1", "us-iso-east-1", "us-isob-east-1", "eu-isoe-west-1"] {
+            assert_eq!(trust(&[("AWS_REGION", region)]), System, "{region}: another partition");
+        }
+        // Outside Lambda a profile can name another endpoint, which the environment would not show.
+        let local = [lambda[1], lambda[2], lambda[3]];
+        assert_eq!(load(&local).unwrap().access.trust, System);
+        assert_eq!(failing_var(&[local[0], local[1], local[2], ("SSL_CERT_FILE", "/")]), "SSL_CERT_FILE");
     }
 
     #[test]
