@@ -1,6 +1,9 @@
 """Stage 7, compaction: one day of events in S3 (moto_server on loopback), before and after
 `mailhook compact`.
 
+moto's S3 application is served over keep-alive connections (bench/moto_keepalive.py), as S3
+serves them: `moto_server` closes every connection, which would add a TCP connect to each GET.
+
 The events go in through mailhook's own HTTP receiver, so every line is a real stored line; each
 is then put into moto under its real key, one object per event, as the S3 archive stores it
 (mailhook's S3 path against moto would take as long as moto's PUTs, for the same bytes). Then:
@@ -38,6 +41,8 @@ from stages.cost import PRICE
 BUCKET = "bench-archive"
 PREFIX = "mail/"
 TOKEN = "bench-token"
+# moto's application on keep-alive connections, as S3 serves them (bench/moto_keepalive.py).
+KEEPALIVE = [sys.executable, str(ROOT / "bench" / "moto_keepalive.py")]
 COUNT_SQL = "SELECT count(*), count(DISTINCT id) FROM read_json_auto('{glob}', hive_partitioning = true)"
 
 
@@ -47,6 +52,8 @@ def missing_tools():
     try:
         import boto3  # noqa: F401
         import duckdb  # noqa: F401
+        import moto  # noqa: F401  (bench/moto_keepalive.py serves it from this Python)
+        import waitress  # noqa: F401
     except ImportError as e:
         return f"{e.name} not importable (pip install -r tests/requirements.txt)"
     return None
@@ -68,7 +75,7 @@ def run(binary, events, scratch):
     import local_s3  # after the check: it needs boto3
 
     moto_log = open(scratch / "moto.log", "w+")
-    moto, _, s3_env = local_s3.start(BUCKET, moto_log)
+    moto, _, s3_env = local_s3.start(BUCKET, moto_log, server=KEEPALIVE)
     try:
         # A client of its own: 32 connections for the 32 threads that copy objects.
         s3 = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL_S3"], region_name="us-east-1",

@@ -8,12 +8,15 @@ import boto3
 import procs
 
 
-def start(bucket, log, host="127.0.0.1"):
+def start(bucket, log, host="127.0.0.1", server=None):
     """Starts moto_server on `host` (loopback unless a test's own network needs another of this
-    machine's addresses), its output into the open file `log`, and creates `bucket`. Returns
-    (process, boto3 client, mailhook env); stop the process with procs.stop."""
+    machine's addresses), its output into the open file `log`, and creates `bucket`. `server`,
+    if given, is another command that serves moto's application, with the host and port appended
+    (bench/moto_keepalive.py). Returns (process, boto3 client, mailhook env); stop the process
+    with procs.stop."""
     port = procs.free_port()
-    process = procs.start(["moto_server", "-H", host, "-p", port], log)
+    cmd = [*server, host, port] if server else ["moto_server", "-H", host, "-p", port]
+    process = procs.start(cmd, log)
     if not procs.wait_port(port, process=process, host=host):
         procs.stop(process)
         raise SystemExit("moto_server did not start")
