@@ -1,6 +1,7 @@
 """Stage 5, throughput: wrk on loopback, every request a distinct event, against mailhook (local
 HTTP mode, directory archive) and the provider's reference receiver (php -S, 2 workers), on the
-disk and on tmpfs."""
+disk and on tmpfs; and once against the physical limit, examples/http_floor.rs: the same hyper
+connection and tokio runtime answering 200 without storing anything."""
 
 import os
 import shutil
@@ -15,11 +16,24 @@ from local_http import LineCounter, start_mailhook, wrk
 
 def measure(binary, seconds, connections, places):
     """Both receivers on each (directory, description) in `places`: the disk, where mailhook pays
-    for making every event durable and the reference does not, and tmpfs, where neither can."""
+    for making every event durable and the reference does not, and tmpfs, where neither can.
+    Then the floor, which touches no file system."""
     if not shutil.which("wrk"):
         return {"skipped": "wrk not found (apt-get install wrk)"}
     runs = [throughput_in(binary, seconds, connections, fs, name) for fs, name in places]
-    return {"seconds": seconds, "connections": connections, "runs": runs}
+    return {"seconds": seconds, "connections": connections, "runs": runs, "floor": floor(binary, seconds, connections)}
+
+
+def floor(binary, seconds, connections):
+    """examples/http_floor, built with mailhook's profile next to it, under the same wrk run."""
+    port = procs.free_port()
+    process = procs.start([Path(binary).parent / "examples" / "http_floor", f"127.0.0.1:{port}"])
+    try:
+        procs.need_port(port, process)
+        wrk(port, 1, connections)
+        return wrk(port, seconds, connections)
+    finally:
+        procs.stop(process)
 
 
 def throughput_in(binary, seconds, connections, fs, fs_name):
