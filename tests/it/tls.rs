@@ -73,6 +73,16 @@ async fn tls_front(ca: &TestCa, backend: SocketAddr) -> (SocketAddr, Arc<std::sy
     (addr, handshakes)
 }
 
+/// An S3-compatible server storing under a new directory, behind a TLS front whose certificate
+/// a new test CA signs: (its directory, the CA, the front's address, its handshake count).
+async fn s3_behind_tls() -> (tempfile::TempDir, TestCa, SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let root = tempfile::tempdir().unwrap();
+    let backend = s3_server(root.path()).await;
+    let ca = test_ca("mailhook test CA");
+    let (endpoint, handshakes) = tls_front(&ca, backend).await;
+    (root, ca, endpoint, handshakes)
+}
+
 /// mailhook as a local server with an S3 archive at `https://localhost:<port>`.
 async fn mailhook(endpoint: SocketAddr, extra: &[(&str, String)]) -> (Running, SocketAddr) {
     let addr = closed_port();
@@ -111,10 +121,7 @@ fn objects(root: &Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_to_s3_works_when_the_ca_is_trusted_through_ssl_cert_file_and_fails_with_500_otherwise() {
-    let root = tempfile::tempdir().unwrap();
-    let backend = s3_server(root.path()).await;
-    let ca = test_ca("mailhook test CA");
-    let (endpoint, handshakes) = tls_front(&ca, backend).await;
+    let (root, ca, endpoint, handshakes) = s3_behind_tls().await;
     let files_dir = tempfile::tempdir().unwrap();
     let trusted = files_dir.path().join("ca.pem");
     std::fs::write(&trusted, &ca.ca_pem).unwrap();
@@ -197,10 +204,7 @@ fn the_compiled_in_roots_are_the_five_amazon_trust_services_roots() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_the_compiled_in_roots_a_server_of_another_ca_is_refused() {
-    let root = tempfile::tempdir().unwrap();
-    let backend = s3_server(root.path()).await;
-    let ca = test_ca("mailhook test CA");
-    let (endpoint, handshakes) = tls_front(&ca, backend).await;
+    let (root, _ca, endpoint, handshakes) = s3_behind_tls().await;
     let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(format!("https://localhost:{}", endpoint.port()))
         .region(aws_config::Region::new("us-east-1"))
