@@ -204,6 +204,17 @@ impl Access {
             }
         };
 
+        // The SDK reads these itself; a value it cannot use would fail every write, so say so now.
+        let mut another_https_store = false;
+        if matches!(archive, ArchiveTarget::S3 { .. }) {
+            for var in ENDPOINT_VARS {
+                let Some(url) = get(var) else { continue };
+                if !(url.trim().starts_with("http://") || url.trim().starts_with("https://")) {
+                    return Err(bad(var, format!("must be an http:// or https:// URL, got {url:?}")));
+                }
+                another_https_store |= url.trim().starts_with("https://");
+            }
+        }
         // The compiled-in roots are for S3 itself, as a Lambda in AWS's commercial partition
         // reaches it. Outside Lambda a profile's `endpoint_url` can name another store, which these
         // variables would not show; the China, GovCloud and ISO partitions are not promised to
@@ -213,27 +224,17 @@ impl Access {
             && !region.starts_with("cn-")
             && !region.starts_with("us-gov-")
             && !region.contains("-iso");
-        let mut trust =
-            if lambda && commercial { crate::s3::Trust::AmazonTrustServices } else { crate::s3::Trust::System };
-        // The SDK reads these itself; a value it cannot use would fail every write, so say so now.
-        if matches!(archive, ArchiveTarget::S3 { .. }) {
-            for var in ENDPOINT_VARS {
-                if let Some(url) = get(var) {
-                    if url.trim().starts_with("https://") {
-                        trust = crate::s3::Trust::System;
-                    } else if !url.trim().starts_with("http://") {
-                        return Err(bad(var, format!("must be an http:// or https:// URL, got {url:?}")));
-                    }
-                }
-            }
-        }
+        let trust = if lambda && commercial && !another_https_store {
+            crate::s3::Trust::AmazonTrustServices
+        } else {
+            crate::s3::Trust::System
+        };
 
         // Read by the TLS stack (rustls-native-certs) when the S3 client is built for another
         // endpoint: one bundle instead of the default bundle plus every file of the certificate
         // directory. A file that holds no certificate would leave no trusted roots and fail every
         // write, so it stops start-up; a path that does not exist (a guess that missed) falls back
-        // to the system's trust store. AWS's own endpoints are trusted through the compiled-in
-        // roots, and the file is not read.
+        // to the system's trust store. With the compiled-in roots the file is not read.
         let mut ssl_cert_file_missing = None;
         if let (Some(path), ArchiveTarget::S3 { .. }, crate::s3::Trust::System) =
             (get("SSL_CERT_FILE"), &archive, trust)
