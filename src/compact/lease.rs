@@ -128,7 +128,7 @@ impl Lease {
                 lease.resume_after = resume_after.as_deref().and_then(super::parse_date);
                 Ok(lease)
             }
-            Err(PutError::Precondition) if lease.is_ours().await => Ok(lease),
+            Err(PutError::Precondition) if lease.is_ours(&etag).await => Ok(lease),
             // Another run took it over first.
             Err(PutError::Precondition) => Err(LeaseError::Held {
                 bucket: lease.bucket,
@@ -146,7 +146,7 @@ impl Lease {
         let etag = self.etag.clone();
         match self.put(Some(&etag), None).await {
             Ok(()) => Ok(()),
-            Err(PutError::Precondition) if self.is_ours().await => Ok(()),
+            Err(PutError::Precondition) if self.is_ours(&etag).await => Ok(()),
             Err(PutError::Precondition) => Err(LeaseError::Lost { bucket: self.bucket.clone(), key: self.key.clone() }),
             Err(PutError::Other(detail)) => Err(self.failed(detail)),
         }
@@ -214,14 +214,18 @@ impl Lease {
         }
     }
 
-    /// After a 412: whether the lease is this run's all the same, because the SDK retried a write
-    /// of ours that had landed. If it is, its ETag is taken up.
-    async fn is_ours(&mut self) -> bool {
+    /// After a refused write made with `If-Match: sent`: whether the lease is this run's all the
+    /// same, because the SDK retried a write of ours that had landed. Only a lease that is ours
+    /// *and no longer the one we sent the condition on* proves that: seeing our old lease still
+    /// there (a 409 while another run's takeover is in flight, a 412 whose write lost) means
+    /// nothing of ours landed, and the other run may be about to. If it is ours, its ETag is
+    /// taken up.
+    async fn is_ours(&mut self, sent: &str) -> bool {
         let Ok(got) = self.client.get_object().bucket(&self.bucket).key(&self.key).send().await else { return false };
         let etag = got.e_tag().unwrap_or_default().to_owned();
         let Ok(bytes) = got.body.collect().await else { return false };
         match serde_json::from_slice::<Body>(&bytes.into_bytes()) {
-            Ok(body) if body.holder == self.holder && body.expires_unix_ms > 0 => {
+            Ok(body) if body.holder == self.holder && body.expires_unix_ms > 0 && etag != sent => {
                 self.etag = etag;
                 true
             }

@@ -254,3 +254,28 @@ async fn a_run_cut_off_by_its_deadline_writes_what_it_fetched_and_the_next_start
         "everything is merged"
     );
 }
+
+/// A renewal refused (412, or the 409 of a takeover in flight) while the lease in the bucket is
+/// still the one the renewal was conditioned on is lost, though that lease names this run: none
+/// of its writes landed, and another run's takeover may be about to. Taking it as ours would let
+/// two runs write merged objects at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_renewal_over_our_unchanged_lease_is_lost() {
+    let Some((moto, direct)) = moto().await else { return };
+    let proxy = FaultProxy::start(moto.addr).await;
+    let s3 = client(&proxy).await;
+    reset(&direct).await;
+    let lease_path = format!("/{BUCKET}/{PREFIX}{LEASE_NAME}");
+    for status in [412, 409] {
+        proxy.clear_rules();
+        let mut lease = mailhook::compact::lease::Lease::acquire(&s3, BUCKET, PREFIX, LEASE).await.unwrap();
+        let path = lease_path.clone();
+        proxy.when(
+            move |line| line.starts_with("PUT ") && line.contains(&path),
+            Fault::Error(status, "PreconditionFailed"),
+        );
+        assert!(matches!(lease.fence().await, Err(LeaseError::Lost { .. })), "{status}: not ours to go on with");
+        proxy.clear_rules();
+        expire_lease(&direct).await;
+    }
+}
