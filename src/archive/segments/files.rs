@@ -154,6 +154,11 @@ fn recover_segment(disk: &dyn Disk, live: &Path, sealed: &Path) -> io::Result<()
         // Zeros written ahead, and after a power loss possibly a line cut short or garbled.
         tracing::warn!(segment = %live.display(), kept = whole, cut = len - whole, "cut back to its last whole line");
         file.set_len(whole)?;
+    }
+    if whole > 0 {
+        // Synced whether or not anything was cut: a run that stopped (or whose sync failed)
+        // may have left its lines, or its last cut, in the page cache only, and these lines are
+        // about to be indexed as stored, so that a resend of one is answered without a copy.
         file.sync_all()?;
     }
     if whole == 0 {
