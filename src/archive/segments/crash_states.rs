@@ -3,7 +3,9 @@
 //! A seeded workload runs the real writer on the simulated disk (`sim.rs`): batches from
 //! concurrent senders with resends among them and inside them, lines from both sides of UTC
 //! midnight, segments rotated at a small size, publishes, seals, clean restarts and restarts
-//! after a kill. At every step of its log, every crash state the disk allows is rebuilt, and
+//! after a kill: between batches, between a batch's write and its `fdatasync` (on a disk with
+//! room for the lines but not for the zeros written ahead, every other time), and in the first
+//! start, before it synced the directories it made. At every step of its log, every crash state the disk allows is rebuilt, and
 //! the real recovery is started on it. Then the promises are checked, not the internals:
 //! - every event answered before the crash is visible exactly once;
 //! - every visible line is whole and verifies;
@@ -19,14 +21,15 @@ use time::Date;
 use tokio::sync::oneshot;
 
 use super::Tuning;
-use super::sim::{Image, Mutation, Op, SimDisk, crash_states};
+use super::sim::{Image, KILLED, Kill, Mutation, Op, SimDisk, crash_states};
 use super::writer::{Job, Writer};
 use crate::archive::Stored;
 use crate::key::{Id, Key, LINES_SUFFIX, parse_partition};
 use crate::record::{Meta, Record, verify_line};
 use crate::webhook::parse_body;
 
-const ROOT: &str = "/archive";
+/// Three levels deep, on a disk that has only `/`: the first start makes all three.
+const ROOT: &str = "/srv/mailhook/archive";
 
 fn root() -> PathBuf {
     PathBuf::from(ROOT)
@@ -111,11 +114,39 @@ fn commit(writer: &mut Writer, batch: &[&Event]) -> Vec<(Id, std::io::Result<Sto
     commit_then(writer, batch, |_, _| {})
 }
 
+/// Runs `f` on `disk`, armed to kill the process at a `kill` step; returns whether it did. A
+/// kill unwinds `f` where it stood: what was written is in the page cache, nothing after it ran.
+fn killed_in(disk: &SimDisk, kill: Kill, f: impl FnOnce()) -> bool {
+    static QUIET: std::sync::Once = std::sync::Once::new();
+    QUIET.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info.payload_as_str() != Some(KILLED) {
+                report(info);
+            }
+        }));
+    });
+    disk.kill_at(kill);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    disk.disarm();
+    match outcome {
+        Ok(()) => false,
+        Err(panic) if panic.downcast_ref::<String>().is_some_and(|m| m == KILLED) => true,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 /// Runs the workload of `seed` on a new simulated disk and returns the disk, with its log. The
 /// disk starts without the archive's directory: the first start makes it.
 fn record(seed: u64, events: &[Event], batches: usize, mutation: Mutation) -> SimDisk {
     let disk = SimDisk::new(Image::with_dir(Path::new("/")), mutation);
     let mut rng = Rng(seed | 1);
+    if seed % 2 == 1 {
+        // Killed before it synced the directories it made: the next start finds them there,
+        // in the page cache only.
+        let start = || drop(Writer::start(disk.shared(), root(), tuning()));
+        assert!(killed_in(&disk, Kill::BeforeDirSync, start), "the first start syncs a directory");
+    }
     let mut writer = Writer::start(disk.shared(), root(), tuning()).unwrap();
     for _ in 0..batches {
         let mut batch: Vec<&Event> =
@@ -123,10 +154,24 @@ fn record(seed: u64, events: &[Event], batches: usize, mutation: Mutation) -> Si
         if rng.below(4) == 0 {
             batch.push(batch[0]); // the same event twice in one batch
         }
-        commit_then(&mut writer, &batch, |id, answer| {
+        let ack = |id, answer: &std::io::Result<Stored>| {
             assert!(answer.is_ok(), "{answer:?}");
             disk.acked(id);
-        });
+        };
+        if rng.below(8) == 0 {
+            // Killed between the batch's write and its fdatasync (if it has a new line): its
+            // lines are whole in the page cache, unanswered. Every other time the disk has no
+            // room for the zeros ahead, so that nothing follows them in the file to be cut.
+            disk.fail_zeros(rng.below(2) == 0);
+            let was_killed = killed_in(&disk, Kill::BeforeDataSync, || drop(commit_then(&mut writer, &batch, ack)));
+            disk.fail_zeros(false);
+            if was_killed {
+                drop(writer);
+                writer = Writer::start(disk.shared(), root(), tuning()).unwrap();
+            }
+            continue;
+        }
+        commit_then(&mut writer, &batch, ack);
         if rng.below(2) == 0 {
             writer.publish_due();
         }
@@ -225,6 +270,12 @@ fn check(image: &Image, acked: &HashSet<Id>, events: &[Event], deep: bool) -> Re
 fn check_all(seed: u64, n_events: usize, batches: usize, mutation: Mutation) -> Result<u64, String> {
     let events = events(n_events);
     let disk = record(seed, &events, batches, mutation);
+    check_log(&disk, &events, true).map_err(|e| format!("seed {seed}, {e}"))
+}
+
+/// Every crash state of `disk`'s log, each recovered and checked (and each recovery crashed at
+/// its steps, when `deep`).
+fn check_log(disk: &SimDisk, events: &[Event], deep: bool) -> Result<u64, String> {
     let (base, log) = disk.trace();
     let mut acked = HashSet::new();
     let mut seen = HashSet::new();
@@ -238,8 +289,8 @@ fn check_all(seed: u64, n_events: usize, batches: usize, mutation: Mutation) -> 
             if !seen.insert((state.fingerprint(), acked.len())) {
                 continue;
             }
-            checked += check(&state, &acked, &events, true)
-                .map_err(|e| format!("seed {seed}, crash after step {end} of {}: {e}", log.len()))?;
+            checked += check(&state, &acked, events, deep)
+                .map_err(|e| format!("crash after step {end} of {}: {e}", log.len()))?;
         }
     }
     Ok(checked)
@@ -276,6 +327,53 @@ fn crash_states_catch_an_answer_before_its_sync() {
 fn crash_states_catch_a_missing_directory_fsync() {
     let err = check_all(1, 8, 12, Mutation::SkipDirSync).expect_err("a lost segment is found");
     assert!(err.contains("answered 200 and is gone"), "{err}");
+}
+
+/// A batch written but not yet synced when the process is killed is whole in the page cache,
+/// and the next start indexes it: a resend is then answered 200 without a copy, so recovery
+/// must make it durable first. Here no zeros follow it (the disk had no room for them), so
+/// recovery cuts nothing. The check fails if recovery's fsync keeps nothing: a crash then shows
+/// the line torn, or loses the event its resend was answered for.
+#[test]
+fn a_killed_batch_found_whole_is_made_durable_before_its_resend_is_answered() {
+    assert_eq!(killed_batch_then_resent(Mutation::None), Ok(()));
+    let err = killed_batch_then_resent(Mutation::SkipFullSync).expect_err("a broken promise is found");
+    assert!(err.contains("answered 200 and is gone") || err.contains("ends in a partial line"), "{err}");
+}
+
+fn killed_batch_then_resent(mutation: Mutation) -> Result<(), String> {
+    let disk = SimDisk::new(Image::with_dir(&root()), mutation);
+    let events = events(1);
+    let mut writer = Writer::start(disk.shared(), root(), tuning()).unwrap();
+    disk.fail_zeros(true);
+    assert!(killed_in(&disk, Kill::BeforeDataSync, || drop(commit(&mut writer, &[&events[0]]))));
+    disk.fail_zeros(false);
+    drop(writer);
+    let mut writer = Writer::start(disk.shared(), root(), tuning()).unwrap();
+    let answers = commit_then(&mut writer, &[&events[0]], |id, answer| {
+        if answer.is_ok() {
+            disk.acked(id);
+        }
+    });
+    assert!(matches!(answers[0].1, Ok(Stored::AlreadyPresent)), "found by the recovery: {answers:?}");
+    check_log(&disk, &events, true).map(|_| ())
+}
+
+/// A first start killed after it made the archive's directories, before it synced them,
+/// leaves them in the page cache; the next start finds them there and must sync every level,
+/// not only the archive's own entry.
+#[test]
+fn directories_made_by_a_killed_first_start_are_made_durable_by_the_next() {
+    let disk = SimDisk::new(Image::with_dir(Path::new("/")), Mutation::None);
+    let events = events(1);
+    assert!(killed_in(&disk, Kill::BeforeDirSync, || drop(Writer::start(disk.shared(), root(), tuning()))));
+    let mut writer = Writer::start(disk.shared(), root(), tuning()).unwrap();
+    commit_then(&mut writer, &[&events[0]], |id, answer| {
+        assert!(answer.is_ok(), "{answer:?}");
+        disk.acked(id);
+    });
+    writer.seal_all();
+    check_log(&disk, &events, true).unwrap();
 }
 
 /// More seeds: `MAILHOOK_CRASH_SEEDS=50 cargo test --release crash_states_soak -- --ignored`.

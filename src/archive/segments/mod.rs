@@ -107,25 +107,29 @@ impl DirArchive {
 impl Writer {
     /// Takes the directory's lock and recovers what an earlier run left open.
     pub(super) fn start(disk: Arc<dyn Disk>, root: PathBuf, tuning: Tuning) -> io::Result<Writer> {
-        // The archive's own entry, and those of any directories made for it, must be durable too.
-        // Synced at every start, not only at the one that made them: that one may have failed
-        // before its sync. Where the archive already was, a parent this user may not open is no
-        // reason to refuse to start: only warned about.
+        // The archive's own entry, and those of every directory on the way to it, must be durable
+        // too. All are synced at every start, not only the ones this start made: an earlier start
+        // may have made them and been killed before its syncs, and then they exist, in the page
+        // cache only. A directory this start made must be synced; one that was there before, and
+        // that this user may not open, is no reason to refuse to start (only warned about for the
+        // archive's own parent).
         let missing: Vec<PathBuf> = root
             .ancestors()
             .take_while(|dir| !dir.as_os_str().is_empty() && !disk.is_dir(dir))
             .map(Path::to_path_buf)
             .collect();
         disk.create_dir_all(&root)?;
-        let parent_of =
-            |dir: &Path| dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-        for dir in &missing {
-            disk.sync_dir(&parent_of(dir))?;
-        }
-        if missing.is_empty()
-            && let Err(e) = disk.sync_dir(&parent_of(&root))
-        {
-            tracing::warn!(dir = %root.display(), error = %e, "could not sync the archive's parent directory");
+        for dir in root.ancestors() {
+            let Some(parent) = dir.parent() else { break };
+            let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+            match disk.sync_dir(parent) {
+                Ok(()) => {}
+                Err(e) if missing.iter().any(|made| made == dir) => return Err(e),
+                Err(e) if dir == root => {
+                    tracing::warn!(dir = %root.display(), error = %e, "could not sync the archive's parent directory");
+                }
+                Err(_) => {}
+            }
         }
         let lock = lock(&*disk, &root)?;
         recover(&*disk, &root)?;

@@ -154,6 +154,8 @@ pub(super) enum Mutation {
     SkipDataSync,
     /// A directory fsync keeps nothing: new and renamed files are not durable.
     SkipDirSync,
+    /// A file's `fsync` keeps nothing: as if recovery and sealing made nothing durable.
+    SkipFullSync,
 }
 
 #[derive(Debug)]
@@ -169,7 +171,24 @@ struct State {
     data_syncs_fail: bool,
     /// Every `fsync` fails while this is set (and keeps nothing).
     full_syncs_fail: bool,
+    /// Writes of zeros only fail with `StorageFull` while this is set: a disk with room for the
+    /// lines but not for the zeros written ahead of them.
+    zeros_fail: bool,
+    /// The process is killed at the next step of this kind (the step is not taken).
+    kill: Option<Kill>,
 }
+
+/// A step at which the simulated process is killed, by a panic that unwinds the writer. What
+/// it wrote stays in the page cache, where the next start finds it; the crash states decide
+/// what of it is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kill {
+    BeforeDataSync,
+    BeforeDirSync,
+}
+
+/// The panic message of a simulated kill.
+pub(super) const KILLED: &str = "killed (simulated)";
 
 /// The simulated disk. Clones share it.
 #[derive(Debug, Clone)]
@@ -186,6 +205,8 @@ impl SimDisk {
             renames_fail: false,
             data_syncs_fail: false,
             full_syncs_fail: false,
+            zeros_fail: false,
+            kill: None,
         })))
     }
 
@@ -194,6 +215,32 @@ impl SimDisk {
         let mut state = self.0.lock().unwrap();
         state.data_syncs_fail = data;
         state.full_syncs_fail = full;
+    }
+
+    /// Makes writes of nothing but zeros fail with `StorageFull`, or work again.
+    pub fn fail_zeros(&self, fail: bool) {
+        self.0.lock().unwrap().zeros_fail = fail;
+    }
+
+    /// Kills the process at the next step of this kind.
+    pub fn kill_at(&self, kill: Kill) {
+        self.0.lock().unwrap().kill = Some(kill);
+    }
+
+    /// Takes back a kill that did not happen.
+    pub fn disarm(&self) {
+        self.0.lock().unwrap().kill = None;
+    }
+
+    /// Panics with `KILLED` if the process is to be killed at this step.
+    fn killed_at(&self, step: Kill) {
+        let kill = {
+            let mut state = self.0.lock().unwrap();
+            if state.kill == Some(step) { state.kill.take() } else { None }
+        };
+        if kill.is_some() {
+            panic!("{KILLED}");
+        }
     }
 
     pub fn fail_renames(&self, fail: bool) {
@@ -222,10 +269,7 @@ impl SimDisk {
     fn log(&self, op: Op) {
         let mut state = self.0.lock().unwrap();
         state.now.apply(&op, None);
-        let skip = matches!(
-            (&op, state.mutation),
-            (Op::Sync { .. }, Mutation::SkipDataSync) | (Op::SyncDir { .. }, Mutation::SkipDirSync)
-        );
+        let skip = matches!((&op, state.mutation), (Op::SyncDir { .. }, Mutation::SkipDirSync));
         if !skip {
             state.log.push(op);
         }
@@ -321,6 +365,7 @@ impl Disk for SimDisk {
         if !self.is_dir(path) {
             return Err(not_found(path));
         }
+        self.killed_at(Kill::BeforeDirSync);
         self.log(Op::SyncDir { dir: path.to_owned() });
         Ok(())
     }
@@ -370,6 +415,9 @@ impl DiskFile for SimFile {
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if self.disk.0.lock().unwrap().zeros_fail && buf.iter().all(|&b| b == 0) {
+            return Err(io::Error::new(io::ErrorKind::StorageFull, "ENOSPC (injected)"));
+        }
         self.disk.log(Op::Write { ino: self.ino, at: offset, data: buf.to_vec() });
         Ok(())
     }
@@ -383,15 +431,24 @@ impl DiskFile for SimFile {
         if self.disk.0.lock().unwrap().data_syncs_fail {
             return Err(io::Error::other("EIO (injected)"));
         }
-        self.disk.log(Op::Sync { ino: self.ino });
+        self.disk.killed_at(Kill::BeforeDataSync);
+        if self.disk.0.lock().unwrap().mutation != Mutation::SkipDataSync {
+            self.disk.log(Op::Sync { ino: self.ino });
+        }
         Ok(())
     }
 
     fn sync_all(&self) -> io::Result<()> {
-        if self.disk.0.lock().unwrap().full_syncs_fail {
+        let (fail, skip) = {
+            let state = self.disk.0.lock().unwrap();
+            (state.full_syncs_fail, state.mutation == Mutation::SkipFullSync)
+        };
+        if fail {
             return Err(io::Error::other("EIO (injected)"));
         }
-        self.disk.log(Op::Sync { ino: self.ino });
+        if !skip {
+            self.disk.log(Op::Sync { ino: self.ino });
+        }
         Ok(())
     }
 }
