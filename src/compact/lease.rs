@@ -128,7 +128,10 @@ impl Lease {
                 lease.resume_after = resume_after.as_deref().and_then(super::parse_date);
                 Ok(lease)
             }
-            Err(PutError::Precondition) if lease.is_ours(&etag).await => Ok(lease),
+            Err(PutError::Precondition) if lease.is_ours(&etag).await => {
+                lease.resume_after = resume_after.as_deref().and_then(super::parse_date);
+                Ok(lease)
+            }
             // Another run took it over first.
             Err(PutError::Precondition) => Err(LeaseError::Held {
                 bucket: lease.bucket,
@@ -220,13 +223,23 @@ impl Lease {
     /// there (a 409 while another run's takeover is in flight, a 412 whose write lost) means
     /// nothing of ours landed, and the other run may be about to. If it is ours, its ETag is
     /// taken up.
+    ///
+    /// The step after it must still end within half the lease of the write that landed, as
+    /// after a renewal answered at once: so it is ours only if this check, too, ended within a
+    /// quarter of the lease of that write's stamp. Later, the run stops as if it had lost it.
     async fn is_ours(&mut self, sent: &str) -> bool {
         let Ok(got) = self.client.get_object().bucket(&self.bucket).key(&self.key).send().await else { return false };
         let etag = got.e_tag().unwrap_or_default().to_owned();
         let Ok(bytes) = got.body.collect().await else { return false };
+        let ttl_ms = self.ttl.as_millis() as u64;
         match serde_json::from_slice::<Body>(&bytes.into_bytes()) {
             Ok(body) if body.holder == self.holder && body.expires_unix_ms > 0 && etag != sent => {
+                let stamped = body.expires_unix_ms.saturating_sub(ttl_ms);
+                if unix_ms(SystemTime::now()) > stamped + ttl_ms / 4 {
+                    return false;
+                }
                 self.etag = etag;
+                self.expires = UNIX_EPOCH + Duration::from_millis(body.expires_unix_ms);
                 true
             }
             _ => false,
