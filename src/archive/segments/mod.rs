@@ -110,9 +110,10 @@ impl Writer {
         // The archive's own entry, and those of every directory on the way to it, must be durable
         // too. All are synced at every start, not only the ones this start made: an earlier start
         // may have made them and been killed before its syncs, and then they exist, in the page
-        // cache only. A directory this start made must be synced; one that was there before, and
-        // that this user may not open, is no reason to refuse to start (only warned about for the
-        // archive's own parent).
+        // cache only. A directory this start made must be synced. One that was there before and
+        // that this user may not open, or whose file system cannot sync a directory, is no reason
+        // to refuse to start (only warned about for the archive's own parent); any other failure,
+        // such as EIO, is.
         let missing: Vec<PathBuf> = root
             .ancestors()
             .take_while(|dir| !dir.as_os_str().is_empty() && !disk.is_dir(dir))
@@ -124,7 +125,7 @@ impl Writer {
             let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
             match disk.sync_dir(parent) {
                 Ok(()) => {}
-                Err(e) if missing.iter().any(|made| made == dir) => return Err(e),
+                Err(e) if !may_skip(&e) || missing.iter().any(|made| made == dir) => return Err(e),
                 Err(e) if dir == root => {
                     tracing::warn!(dir = %root.display(), error = %e, "could not sync the archive's parent directory");
                 }
@@ -144,6 +145,12 @@ impl Writer {
             _lock: lock,
         })
     }
+}
+
+/// A failure to sync a directory that was there before that does not stop a start: this user
+/// may not open it, or its file system does not sync directories (EINVAL).
+fn may_skip(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported)
 }
 
 impl Archive for DirArchive {

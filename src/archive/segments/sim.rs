@@ -187,8 +187,9 @@ pub(super) enum Kill {
     BeforeDirSync,
 }
 
-/// The panic message of a simulated kill.
-pub(super) const KILLED: &str = "killed (simulated)";
+/// The panic payload of a simulated kill.
+#[derive(Debug)]
+pub(super) struct Killed;
 
 /// The simulated disk. Clones share it.
 #[derive(Debug, Clone)]
@@ -232,14 +233,14 @@ impl SimDisk {
         self.0.lock().unwrap().kill = None;
     }
 
-    /// Panics with `KILLED` if the process is to be killed at this step.
+    /// Panics with `Killed` if the process is to be killed at this step.
     fn killed_at(&self, step: Kill) {
         let kill = {
             let mut state = self.0.lock().unwrap();
             if state.kill == Some(step) { state.kill.take() } else { None }
         };
         if kill.is_some() {
-            panic!("{KILLED}");
+            std::panic::panic_any(Killed);
         }
     }
 
@@ -254,6 +255,12 @@ impl SimDisk {
     /// Marks that the archive has answered `id` with success.
     pub fn acked(&self, id: Id) {
         self.0.lock().unwrap().log.push(Op::Acked(id));
+    }
+
+    /// Every id answered with success so far.
+    pub fn acked_ids(&self) -> HashSet<Id> {
+        let state = self.0.lock().unwrap();
+        state.log.iter().filter_map(|op| if let Op::Acked(id) = op { Some(*id) } else { None }).collect()
     }
 
     pub fn now(&self) -> Image {
