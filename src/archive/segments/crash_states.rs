@@ -3,10 +3,10 @@
 //! A seeded workload runs the real writer on the simulated disk (`sim.rs`): batches from
 //! concurrent senders with resends among them and inside them, lines from both sides of UTC
 //! midnight, segments rotated at a small size, publishes, seals, clean restarts and restarts
-//! after a kill: between batches, between a batch's write and its `fdatasync` (on a disk with
-//! room for the lines but not for the zeros written ahead, every other time), and in the first
-//! start, before it synced the directories it made. At every step of its log, every crash state the disk allows is rebuilt, and
-//! the real recovery is started on it. Then the promises are checked, not the internals:
+//! after a kill: between batches, between a batch's write and its `fdatasync` (half the time on
+//! a disk with room for the lines but not for the zeros written ahead), and in the first start,
+//! before it synced the directories it made. At every step of its log, every crash state the
+//! disk allows is rebuilt, and the real recovery is started on it. Then the promises are checked, not the internals:
 //! - every event answered before the crash is visible exactly once;
 //! - every visible line is whole and verifies;
 //! - a crash at any step of that recovery recovers too, with the same promises;
