@@ -454,3 +454,34 @@ async fn a_hung_sync_fills_the_queue_and_then_requests_get_503_at_once() {
     }
     assert_eq!(stored, 6);
 }
+
+/// An archive below a directory this user may pass through but not read (mode 0311, as some
+/// shared parents are) starts: that directory's entries cannot be synced by this user, and were
+/// made durable by whoever made them. But a directory this start would make inside it, whose
+/// entry it cannot make durable, stops the start. Meaningful as a non-root user (tests/all.sh
+/// runs the test binaries as nobody): root reads every directory.
+#[tokio::test]
+async fn an_archive_below_a_directory_this_user_cannot_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    fs::create_dir_all(shared.join("mailhook")).unwrap();
+    fs::create_dir_all(shared.join("archive")).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o311)).unwrap();
+    let root = rustix::process::geteuid().is_root();
+
+    // Two levels below it: the new directory's parent is readable, the one above is not.
+    let archive = DirArchive::open(shared.join("mailhook").join("archive")).unwrap();
+    let (key, line) = event(1);
+    assert!(matches!(archive.put_new(&key, line).await, Ok(Stored::Created)));
+    archive.close().await;
+    // Right below it, already there: its parent cannot be synced, which is only warned about.
+    drop(DirArchive::open(shared.join("archive")).unwrap());
+    // Right below it, made by this start: refused, unless root can sync it after all.
+    let made = DirArchive::open(shared.join("new"));
+    assert_eq!(made.is_ok(), root, "{made:?}");
+    if !root {
+        assert_eq!(made.unwrap_err().kind(), io::ErrorKind::PermissionDenied);
+    }
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o755)).unwrap();
+}
