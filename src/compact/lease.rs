@@ -128,7 +128,8 @@ impl Lease {
                 lease.resume_after = resume_after.as_deref().and_then(super::parse_date);
                 Ok(lease)
             }
-            Err(PutError::Precondition) if lease.is_ours(&etag).await => {
+            // However long finding that out took: no step follows before the first `fence`.
+            Err(PutError::Precondition) if lease.is_ours(&etag).await != Ours::No => {
                 lease.resume_after = resume_after.as_deref().and_then(super::parse_date);
                 Ok(lease)
             }
@@ -147,10 +148,23 @@ impl Lease {
     /// taken it, in which case the step must not be taken.
     pub async fn fence(&mut self) -> Result<(), LeaseError> {
         let etag = self.etag.clone();
+        let lost = |lease: &Lease| LeaseError::Lost { bucket: lease.bucket.clone(), key: lease.key.clone() };
         match self.put(Some(&etag), None).await {
             Ok(()) => Ok(()),
-            Err(PutError::Precondition) if self.is_ours(&etag).await => Ok(()),
-            Err(PutError::Precondition) => Err(LeaseError::Lost { bucket: self.bucket.clone(), key: self.key.clone() }),
+            Err(PutError::Precondition) => match self.is_ours(&etag).await {
+                Ours::InTime => Ok(()),
+                // Ours, but too long ago for the step to end in time: renewed once more, over the
+                // lease just found, and that write's own answer decides.
+                Ours::Late => {
+                    let found = self.etag.clone();
+                    match self.put(Some(&found), None).await {
+                        Ok(()) => Ok(()),
+                        Err(PutError::Precondition) => Err(lost(self)),
+                        Err(PutError::Other(detail)) => Err(self.failed(detail)),
+                    }
+                }
+                Ours::No => Err(lost(self)),
+            },
             Err(PutError::Other(detail)) => Err(self.failed(detail)),
         }
     }
@@ -224,31 +238,42 @@ impl Lease {
     /// nothing of ours landed, and the other run may be about to. If it is ours, its ETag is
     /// taken up.
     ///
-    /// The step after it must still end within half the lease of the write that landed, as
-    /// after a renewal answered at once: so it is ours only if this check, too, ended within a
-    /// quarter of the lease of that write's stamp. Later, the run stops as if it had lost it.
-    async fn is_ours(&mut self, sent: &str) -> bool {
-        let Ok(got) = self.client.get_object().bucket(&self.bucket).key(&self.key).send().await else { return false };
+    /// A step after a renewal must end within half the lease of the write that landed, as after
+    /// a renewal answered at once. So the lease is ours `InTime` only if this check ended within
+    /// a quarter of the lease of that write's stamp (sent once, before any retry of it), and
+    /// `Late` after that.
+    async fn is_ours(&mut self, sent: &str) -> Ours {
+        let Ok(got) = self.client.get_object().bucket(&self.bucket).key(&self.key).send().await else {
+            return Ours::No;
+        };
         let etag = got.e_tag().unwrap_or_default().to_owned();
-        let Ok(bytes) = got.body.collect().await else { return false };
+        let Ok(bytes) = got.body.collect().await else { return Ours::No };
         let ttl_ms = self.ttl.as_millis() as u64;
         match serde_json::from_slice::<Body>(&bytes.into_bytes()) {
             Ok(body) if body.holder == self.holder && body.expires_unix_ms > 0 && etag != sent => {
-                let stamped = body.expires_unix_ms.saturating_sub(ttl_ms);
-                if unix_ms(SystemTime::now()) > stamped + ttl_ms / 4 {
-                    return false;
-                }
                 self.etag = etag;
                 self.expires = UNIX_EPOCH + Duration::from_millis(body.expires_unix_ms);
-                true
+                let stamped = body.expires_unix_ms.saturating_sub(ttl_ms);
+                if unix_ms(SystemTime::now()) >= stamped + ttl_ms / 4 { Ours::Late } else { Ours::InTime }
             }
-            _ => false,
+            _ => Ours::No,
         }
     }
 
     fn failed(&self, detail: String) -> LeaseError {
         LeaseError::Failed { bucket: self.bucket.clone(), key: self.key.clone(), detail }
     }
+}
+
+/// What reading the lease back after a refused write found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ours {
+    /// Not this run's, or still the lease the refused write was conditioned on.
+    No,
+    /// This run's, from a write that landed within a quarter of the lease.
+    InTime,
+    /// This run's, from a write that landed longer ago than that.
+    Late,
 }
 
 enum PutError {
