@@ -67,7 +67,7 @@ async fn serve<A: Archive>(config: Config, archive: A, prefix: String) -> Result
     if let (Runtime::Http(_), Some(addr)) = (config.runtime, config.metrics_addr) {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("METRICS_ADDR {addr}: {e}"))?;
         tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
-        tokio::spawn(axum::serve(listener, http::metrics_router(state.clone())).into_future());
+        tokio::spawn(server::serve_metrics(listener, http::metrics_router(state.clone())));
     }
     let app = http::router(state.clone());
     let served = match config.runtime {

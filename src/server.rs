@@ -14,12 +14,14 @@ use crate::Error;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// On SIGTERM, how long requests in flight may take to finish before the server stops anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// File descriptors kept for the archive, the listener and the S3 client beside the connections.
+/// File descriptors kept for the archive, the listeners and the S3 client beside the connections
+/// (the metrics endpoint's among them).
 const SPARE_FILES: u64 = 64;
+/// Scrapers of `/metrics` served at once; more wait in the listen backlog.
+const METRICS_CONNECTIONS: usize = 8;
 
-/// Serves `app` on `addr`: at most `max_connections` at once (more wait in the listen backlog),
-/// each closed if it sends no whole request head within `HEADER_TIMEOUT`, whether new or kept
-/// alive. On SIGTERM or Ctrl-C it stops accepting, lets requests in flight finish for up to
+/// Serves `app` on `addr` (`accept_until`): at most `max_connections` at once, each closed if it
+/// sends no whole request head within `HEADER_TIMEOUT`, whether new or kept alive. On SIGTERM or Ctrl-C it stops accepting, lets requests in flight finish for up to
 /// `DRAIN_TIMEOUT`, and returns.
 pub async fn serve(addr: SocketAddr, max_connections: usize, app: axum::Router) -> Result<(), Error> {
     let open_files = raise_open_file_limit();
@@ -33,11 +35,35 @@ pub async fn serve(addr: SocketAddr, max_connections: usize, app: axum::Router) 
     }
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("LISTEN_ADDR {addr}: {e}"))?;
     tracing::info!(addr = %listener.local_addr()?, max_connections, "listening");
+    let graceful = accept_until(listener, max_connections, app, shutdown_signal()).await;
+    tracing::info!(connections = graceful.count(), "stopping: draining requests in flight");
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+        tracing::warn!(timeout = ?DRAIN_TIMEOUT, "stopping with connections still open");
+    }
+    Ok(())
+}
+
+/// Serves `app` (`/metrics`, METRICS_ADDR) on `listener` for as long as the process runs, on the
+/// same HTTP/1 connections with the same header timeout, at most `METRICS_CONNECTIONS` at once.
+/// Nothing is drained at a stop: a scrape cut off is the scraper's to retry.
+pub async fn serve_metrics(listener: tokio::net::TcpListener, app: axum::Router) {
+    accept_until(listener, METRICS_CONNECTIONS, app, std::future::pending()).await;
+}
+
+/// Accepts connections to `app` until `stop`, at most `max_connections` at once (more wait in the
+/// listen backlog), each closed if it sends no whole request head within `HEADER_TIMEOUT`. Returns
+/// the connections still open, to drain.
+async fn accept_until(
+    listener: tokio::net::TcpListener,
+    max_connections: usize,
+    app: axum::Router,
+    stop: impl std::future::Future<Output = ()>,
+) -> hyper_util::server::graceful::GracefulShutdown {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut stop = std::pin::pin!(shutdown_signal());
+    let mut stop = std::pin::pin!(stop);
     loop {
         let slot = tokio::select! {
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
@@ -66,12 +92,7 @@ pub async fn serve(addr: SocketAddr, max_connections: usize, app: axum::Router) 
             drop(slot);
         });
     }
-    drop(listener);
-    tracing::info!(connections = graceful.count(), "stopping: draining requests in flight");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
-        tracing::warn!(timeout = ?DRAIN_TIMEOUT, "stopping with connections still open");
-    }
-    Ok(())
+    graceful
 }
 
 /// Raises the soft limit on open files to the hard limit, as servers do, and returns it.

@@ -183,6 +183,33 @@ async fn local_server_stores_into_a_directory() {
     }
 }
 
+/// METRICS_ADDR serves Prometheus text on a listener of its own, on the same HTTP/1 connections
+/// as the webhook server (two scrapes on one kept-alive connection), and only `/metrics` there.
+#[tokio::test]
+async fn local_server_serves_metrics_on_a_listener_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, metrics) = (closed_port(), closed_port());
+    let metrics_addr = metrics.to_string();
+    let _server = Running::local(addr, &dir.path().join("archive"), &[("METRICS_ADDR", &metrics_addr)]).await;
+    let body = String::from_utf8(event_body("create.json")).unwrap();
+    let post = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nX-Webhook-Token: {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(http_request(addr, post.as_bytes()).await.0, 200);
+
+    let scrapes =
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (status, reply) = http_request(metrics, scrapes).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply.matches("HTTP/1.1 200 OK").count(), 2, "both scrapes on one connection: {reply}");
+    assert_eq!(reply.matches("mailhook_requests_total{outcome=\"stored\"} 1").count(), 2, "{reply}");
+    assert!(reply.contains("application/openmetrics-text"), "{reply}");
+    let (status, _) =
+        http_request(metrics, b"GET /webhook-confirm.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(status, 404, "only /metrics on the metrics listener");
+}
+
 #[test]
 fn bad_configuration_stops_start_up_with_one_line_naming_the_variable() {
     for (vars, variable) in [
