@@ -35,7 +35,7 @@ pub async fn serve(addr: SocketAddr, max_connections: usize, app: axum::Router) 
     }
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("LISTEN_ADDR {addr}: {e}"))?;
     tracing::info!(addr = %listener.local_addr()?, max_connections, "listening");
-    let graceful = accept_until(listener, max_connections, app, shutdown_signal()).await;
+    let graceful = accept_until(listener, max_connections, true, app, shutdown_signal()).await;
     tracing::info!(connections = graceful.count(), "stopping: draining requests in flight");
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
         tracing::warn!(timeout = ?DRAIN_TIMEOUT, "stopping with connections still open");
@@ -44,23 +44,25 @@ pub async fn serve(addr: SocketAddr, max_connections: usize, app: axum::Router) 
 }
 
 /// Serves `app` (`/metrics`, METRICS_ADDR) on `listener` for as long as the process runs, on the
-/// same HTTP/1 connections with the same header timeout, at most `METRICS_CONNECTIONS` at once.
-/// Nothing is drained at a stop: a scrape cut off is the scraper's to retry.
+/// same HTTP/1 connections with the same header timeout, at most `METRICS_CONNECTIONS` at once,
+/// and one request each: a scraper cannot hold a slot between scrapes, or by never reading its
+/// answers. Nothing is drained at a stop: a scrape cut off is the scraper's to retry.
 pub async fn serve_metrics(listener: tokio::net::TcpListener, app: axum::Router) {
-    accept_until(listener, METRICS_CONNECTIONS, app, std::future::pending()).await;
+    accept_until(listener, METRICS_CONNECTIONS, false, app, std::future::pending()).await;
 }
 
 /// Accepts connections to `app` until `stop`, at most `max_connections` at once (more wait in the
-/// listen backlog), each closed if it sends no whole request head within `HEADER_TIMEOUT`. Returns
-/// the connections still open, to drain.
+/// listen backlog), each closed if it sends no whole request head within `HEADER_TIMEOUT`, and
+/// after its first answer unless `keep_alive`. Returns the connections still open, to drain.
 async fn accept_until(
     listener: tokio::net::TcpListener,
     max_connections: usize,
+    keep_alive: bool,
     app: axum::Router,
     stop: impl std::future::Future<Output = ()>,
 ) -> hyper_util::server::graceful::GracefulShutdown {
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+    http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).keep_alive(keep_alive);
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
