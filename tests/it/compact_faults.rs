@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
-use mailhook::compact::lease::{LEASE_NAME, LeaseError};
+use mailhook::compact::lease::{LEASE_NAME, Lease, LeaseError};
 use mailhook::compact::{CompactError, Options, Report};
 use mailhook::record::Record;
 
@@ -30,13 +30,17 @@ fn options() -> Options {
     o
 }
 
-/// mailhook's compaction client (timeouts, retries, path style) through `proxy`.
-async fn client(proxy: &FaultProxy) -> aws_sdk_s3::Client {
-    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+/// The SDK's loader for moto through `proxy`, with the test keys.
+fn loader(proxy: &FaultProxy) -> aws_config::ConfigLoader {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(format!("http://{}", proxy.addr))
         .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "tests"));
-    mailhook::s3::compaction_client_from(loader, true, mailhook::s3::Trust::System, LEASE / 4).await
+        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "tests"))
+}
+
+/// mailhook's compaction client (timeouts, retries, path style) through `proxy`.
+async fn client(proxy: &FaultProxy) -> aws_sdk_s3::Client {
+    mailhook::s3::compaction_client_from(loader(proxy), true, mailhook::s3::Trust::System, LEASE / 4).await
 }
 
 async fn compact(proxy: &FaultProxy) -> Result<Report, CompactError> {
@@ -268,7 +272,7 @@ async fn a_refused_renewal_over_our_unchanged_lease_is_lost() {
     let lease_path = format!("/{BUCKET}/{PREFIX}{LEASE_NAME}");
     for status in [412, 409] {
         proxy.clear_rules();
-        let mut lease = mailhook::compact::lease::Lease::acquire(&s3, BUCKET, PREFIX, LEASE).await.unwrap();
+        let mut lease = Lease::acquire(&s3, BUCKET, PREFIX, LEASE).await.unwrap();
         let path = lease_path.clone();
         proxy.when(
             move |line| line.starts_with("PUT ") && line.contains(&path),
@@ -285,14 +289,10 @@ async fn a_refused_renewal_over_our_unchanged_lease_is_lost() {
 /// retried or delayed request ends, on a loaded machine too: the lease's own check of the time
 /// does not depend on the client's timeout.
 async fn quickly_retrying_client(proxy: &FaultProxy) -> aws_sdk_s3::Client {
-    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(format!("http://{}", proxy.addr))
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "tests"));
     let timeouts = aws_config::timeout::TimeoutConfig::builder().operation_timeout(Duration::from_secs(3)).build();
     let retries =
         aws_config::retry::RetryConfig::standard().with_max_attempts(5).with_initial_backoff(Duration::from_millis(10));
-    mailhook::s3::build(loader, true, mailhook::s3::Trust::System, timeouts, retries).await
+    mailhook::s3::build(loader(proxy), true, mailhook::s3::Trust::System, timeouts, retries).await
 }
 
 /// A takeover whose write landed but whose answer was lost (the SDK's retry then gets 412) is
@@ -308,7 +308,7 @@ async fn a_takeover_whose_answer_was_lost_is_ours_and_keeps_where_to_resume() {
     direct.put_object().bucket(BUCKET).key(&key).body(ByteStream::from_static(body)).send().await.unwrap();
     // The create (412: a lease is there), the read, then the takeover: stored, its answer lost.
     proxy.script([Fault::Pass, Fault::Pass, Fault::ResetAfterForward]);
-    let mut lease = mailhook::compact::lease::Lease::acquire(&s3, BUCKET, PREFIX, LEASE).await.expect("taken over");
+    let mut lease = Lease::acquire(&s3, BUCKET, PREFIX, LEASE).await.expect("taken over");
     assert_eq!(lease.resume_after, Some(time::macros::date!(2026 - 11 - 20)));
     assert!(proxy.request_lines().iter().filter(|l| l.starts_with("PUT ")).count() >= 3, "the takeover was retried");
     lease.fence().await.expect("the lease in the bucket is this run's");
@@ -327,7 +327,7 @@ async fn a_renewal_found_to_be_ours_too_late_is_renewed_again() {
     let puts = |proxy: &FaultProxy| proxy.request_lines().iter().filter(|l| l.starts_with("PUT ")).count();
     for (slow, renewals) in [(Duration::ZERO, 2), (LEASE / 4 * 3 / 5, 3)] {
         expire_lease(&direct).await;
-        let mut lease = mailhook::compact::lease::Lease::acquire(&s3, BUCKET, PREFIX, LEASE).await.unwrap();
+        let mut lease = Lease::acquire(&s3, BUCKET, PREFIX, LEASE).await.unwrap();
         let before = puts(&proxy);
         // The renewal is stored and its answer lost; then its retry (412) and the read.
         proxy.script([Fault::ResetAfterForward, Fault::Delay(slow), Fault::Delay(slow)]);
