@@ -41,6 +41,12 @@ pub(crate) fn merge(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!(".{name}{MERGE_SUFFIX}"))
 }
 
+/// Whether a start has taken the directory's lock before, and so got past its directory syncs:
+/// the lock file is made right after them.
+pub(crate) fn started_before(disk: &dyn Disk, root: &Path) -> bool {
+    disk.exists(&root.join(LOCK_FILE))
+}
+
 /// Takes the directory's lock, held as long as the guard lives. Another process holding it is
 /// `ResourceBusy`, so the caller can say so rather than blame permissions.
 pub(crate) fn lock(disk: &dyn Disk, root: &Path) -> io::Result<Box<dyn Send>> {
@@ -156,9 +162,10 @@ fn recover_segment(disk: &dyn Disk, live: &Path, sealed: &Path) -> io::Result<()
         file.set_len(whole)?;
     }
     if whole > 0 {
-        // Synced whether or not anything was cut: a run that stopped (or whose sync failed)
-        // may have left its lines, or its last cut, in the page cache only, and these lines are
-        // about to be indexed as stored, so that a resend of one is answered without a copy.
+        // Synced whether or not anything was cut: a run that was killed may have left its lines,
+        // or its last cut, in the page cache only, and these lines are about to be indexed as
+        // stored, so that a resend of one is answered without a copy. (After an `fdatasync` that
+        // failed, Linux may have marked the pages clean: this sync cannot write those again.)
         file.sync_all()?;
     }
     if whole == 0 {

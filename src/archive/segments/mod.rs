@@ -34,7 +34,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use self::disk::{Disk, DiskFile, RealDisk};
-use self::files::{Names, lock, recover};
+use self::files::{Names, lock, recover, started_before};
 use self::writer::{Job, Msg, Writer};
 use super::{Archive, ArchiveError, Stored};
 use crate::key::Key;
@@ -113,7 +113,10 @@ impl Writer {
         // cache only. A directory this start made must be synced. One that was there before and
         // that this user may not open, or whose file system cannot sync a directory, is no reason
         // to refuse to start (only warned about for the archive's own parent); any other failure,
-        // such as EIO, is.
+        // such as EIO, is. So is a failure to sync the archive's own parent until a start has got
+        // past these syncs: the archive may be a directory an earlier start made, then refused
+        // (or was killed) before it could make its entry durable.
+        let first = !started_before(&*disk, &root);
         let missing: Vec<PathBuf> = root
             .ancestors()
             .take_while(|dir| !dir.as_os_str().is_empty() && !disk.is_dir(dir))
@@ -125,7 +128,9 @@ impl Writer {
             let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
             match disk.sync_dir(parent) {
                 Ok(()) => {}
-                Err(e) if !may_skip(&e) || missing.iter().any(|made| made == dir) => return Err(e),
+                Err(e) if !may_skip(&e) || missing.iter().any(|made| made == dir) || (first && dir == root) => {
+                    return Err(e);
+                }
                 Err(e) if dir == root => {
                     tracing::warn!(dir = %root.display(), error = %e, "could not sync the archive's parent directory");
                 }
