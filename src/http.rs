@@ -12,8 +12,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use lambda_http::RequestExt;
-use lambda_http::request::RequestContext;
 use time::OffsetDateTime;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -21,6 +19,13 @@ use crate::archive::{Archive, ArchiveError, Stored};
 use crate::metrics::{Metrics, Outcome, Sample};
 use crate::record::{Meta, Record};
 use crate::webhook::{self, Rejection, Tokens};
+
+/// Who a function URL request is, as the Lambda front door (`lambda.rs`) read it from the event.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub request_id: String,
+    pub source_ip: Option<String>,
+}
 
 /// The path the provider fetches to confirm that the URL is the account's.
 pub const CONFIRM_PATH: &str = "/webhook-confirm.txt";
@@ -84,6 +89,7 @@ impl Failure {
                 Rejection::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 Rejection::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
                 Rejection::EmptyBody
+                | Rejection::Malformed(_)
                 | Rejection::UnreadableBody
                 | Rejection::NotUtf8
                 | Rejection::InvalidJson(_)
@@ -190,6 +196,9 @@ async fn accept<A: Archive>(
     meta: &Meta,
     store_time: &mut Option<Duration>,
 ) -> Result<(Record, Stored), Failure> {
+    if let Some(crate::lambda::Malformed(what)) = request.extensions().get() {
+        return Err(Rejection::Malformed(what).into());
+    }
     webhook::check_method(request.method())?;
     webhook::check_token(request.headers(), &state.tokens)?;
     webhook::check_encoding(request.headers())?;
@@ -219,13 +228,12 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Rejection> {
 /// under Lambda, from the connection locally.
 fn meta(request: &Request) -> Meta {
     let headers = request.headers();
-    let lambda_ip = match request.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.http.source_ip.clone(),
-        _ => None,
+    let (request_id, ip) = match request.extensions().get::<Invocation>() {
+        Some(invocation) => (invocation.request_id.clone(), invocation.source_ip.clone()),
+        None => {
+            (local_request_id(), request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0.ip().to_string()))
+        }
     };
-    let ip =
-        lambda_ip.or_else(|| request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0.ip().to_string()));
-    let request_id = request.lambda_context_ref().map(|ctx| ctx.request_id.clone()).unwrap_or_else(local_request_id);
     Meta {
         request_id,
         ip,

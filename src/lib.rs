@@ -10,6 +10,7 @@ pub mod compact;
 pub mod config;
 pub mod http;
 pub mod key;
+pub mod lambda;
 pub mod logging;
 pub mod metrics;
 pub mod record;
@@ -71,7 +72,7 @@ async fn serve<A: Archive>(config: Config, archive: A, prefix: String) -> Result
     }
     let app = http::router(state.clone());
     let served = match config.runtime {
-        Runtime::Lambda => lambda_http::run(app).await,
+        Runtime::Lambda => lambda::serve(app).await,
         Runtime::Http(addr) => server::serve(addr, config.max_connections, app).await,
     };
     state.archive.close().await;

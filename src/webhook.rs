@@ -35,6 +35,9 @@ pub enum Rejection {
     UnreadableBody,
     #[error("Timed out reading the body")]
     BodyTimeout,
+    /// A function URL event that does not describe a request as sent (lambda.rs).
+    #[error("Malformed request: {0}")]
+    Malformed(&'static str),
     #[error("Invalid JSON: body is not UTF-8")]
     NotUtf8,
     #[error("Invalid JSON: {0}")]

@@ -36,10 +36,14 @@ pub fn event_text(name: &str) -> String {
     std::fs::read_to_string(events_dir().join(name)).unwrap_or_else(|e| panic!("events/{name}: {e}"))
 }
 
-/// A sample event as the request lambda_http hands to the router.
-pub fn event(name: &str) -> lambda_http::Request {
-    lambda_http::request::from_str(&event_text(name))
-        .unwrap_or_else(|e| panic!("events/{name} is not a function URL request: {e}"))
+/// A sample event as the request the Lambda front door hands to the router, with the event's
+/// own request id.
+pub fn event(name: &str) -> axum::http::Request<axum::body::Body> {
+    let json: serde_json::Value = serde_json::from_str(&event_text(name)).unwrap();
+    let id = json["requestContext"]["requestId"].as_str().unwrap_or("test-request").to_owned();
+    let request = mailhook::lambda::request(&json, &id);
+    assert!(request.extensions().get::<mailhook::lambda::Malformed>().is_none(), "events/{name} is malformed");
+    request
 }
 
 /// The request body of a sample event, decoded.
