@@ -1,7 +1,9 @@
 //! Logging, set up the way lambda_http's `init_default_subscriber` does it (Lambda's advanced
 //! logging controls: `AWS_LAMBDA_LOG_FORMAT=JSON` for JSON lines; the level from
-//! `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else INFO; no time stamps or targets, which Lambda
-//! adds itself), with tracing-subscriber's `Targets` filter in place of `EnvFilter`. `Targets`
+//! `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else INFO; no targets), with tracing-subscriber's
+//! `Targets` filter in place of `EnvFilter`. A JSON line carries its RFC 3339 `timestamp`:
+//! Lambda's log-level filtering takes a line without one as INFO, so at WARN and above it would
+//! drop every warning and error. A text line has none, since Lambda adds its own. `Targets`
 //! reads the same `level` and `target=level` directives. It lacks only EnvFilter's span and field
 //! matching, whose regex engine cost the zip more than its worth (BENCHMARKS.md).
 
@@ -13,11 +15,11 @@ pub fn init() {
     let var = |name| std::env::var(name).ok().filter(|v: &String| !v.trim().is_empty());
     let filter = filter(var("AWS_LAMBDA_LOG_LEVEL").or_else(|| var("RUST_LOG")).as_deref());
     let json = var("AWS_LAMBDA_LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json"));
-    let layer = subscriber::fmt::layer().with_target(false).without_time();
+    let layer = subscriber::fmt::layer().with_target(false);
     if json {
         subscriber::registry().with(layer.json().with_filter(filter)).init();
     } else {
-        subscriber::registry().with(layer.with_filter(filter)).init();
+        subscriber::registry().with(layer.without_time().with_filter(filter)).init();
     }
 }
 

@@ -13,7 +13,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use serde::Serialize;
 
 /// The CloudWatch namespace of the EMF metrics; template.yaml's alarms watch it.
 pub const NAMESPACE: &str = "mailhook";
@@ -98,72 +97,22 @@ impl Metrics {
 /// The EMF line for one request: every count (0 or 1) each time, so a sum over any period is
 /// exact, and the store latency when a store was tried.
 pub fn emf_line(function_name: &str, sample: Sample, now: SystemTime) -> String {
-    #[derive(Serialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Line<'a> {
-        #[serde(rename = "_aws")]
-        aws: Aws<'a>,
-        function_name: &'a str,
-        stored: u8,
-        duplicate: u8,
-        rejected: u8,
-        store_failed: u8,
-        sender_refused: u8,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        store_latency: Option<f64>,
-    }
-    #[derive(Serialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Aws<'a> {
-        timestamp: u128,
-        cloud_watch_metrics: [Directive<'a>; 1],
-    }
-    #[derive(Serialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Directive<'a> {
-        namespace: &'a str,
-        dimensions: [[&'a str; 1]; 1],
-        metrics: &'a [Definition],
-    }
-    #[derive(Serialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Definition {
-        name: &'static str,
-        unit: &'static str,
-    }
-    const fn count(name: &'static str) -> Definition {
-        Definition { name, unit: "Count" }
-    }
-    const COUNTS: [Definition; 5] =
-        [count("Stored"), count("Duplicate"), count("Rejected"), count("StoreFailed"), count("SenderRefused")];
-    const WITH_LATENCY: [Definition; 6] = [
-        count("Stored"),
-        count("Duplicate"),
-        count("Rejected"),
-        count("StoreFailed"),
-        count("SenderRefused"),
-        Definition { name: "StoreLatency", unit: "Milliseconds" },
-    ];
-    let is = |outcome| u8::from(sample.outcome == outcome);
-    let line = Line {
-        aws: Aws {
-            timestamp: now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis(),
-            cloud_watch_metrics: [Directive {
-                namespace: NAMESPACE,
-                dimensions: [[DIMENSION]],
-                metrics: if sample.store.is_some() { &WITH_LATENCY } else { &COUNTS },
-            }],
-        },
-        function_name,
-        stored: is(Outcome::Stored),
-        duplicate: is(Outcome::Duplicate),
-        rejected: is(Outcome::Rejected),
+    let is = |outcome| f64::from(u8::from(sample.outcome == outcome));
+    let mut values = vec![
+        ("Stored", COUNT, is(Outcome::Stored)),
+        ("Duplicate", COUNT, is(Outcome::Duplicate)),
+        // Stored or a resend of a stored event: the silence alarm's metric. Only a request with a
+        // valid token and a body that was stored can make it 1.
+        ("Accepted", COUNT, is(Outcome::Stored) + is(Outcome::Duplicate)),
+        ("Rejected", COUNT, is(Outcome::Rejected)),
         // Lambda stores in S3, which is never Busy; counted as a failure should that change.
-        store_failed: is(Outcome::Failed) | is(Outcome::Busy),
-        sender_refused: u8::from(sample.sender_refused),
-        store_latency: sample.store.map(|d| (d.as_secs_f64() * 100_000.0).round() / 100.0),
-    };
-    serde_json::to_string(&line).expect("plain fields serialise")
+        ("StoreFailed", COUNT, is(Outcome::Failed) + is(Outcome::Busy)),
+        ("SenderRefused", COUNT, f64::from(u8::from(sample.sender_refused))),
+    ];
+    if let Some(store) = sample.store {
+        values.push(("StoreLatency", "Milliseconds", (store.as_secs_f64() * 100_000.0).round() / 100.0));
+    }
+    emf(function_name, &values, now, emf_level())
 }
 
 /// Writes one EMF line for a compaction run. Not println!: a lost metric must not fail the run.
@@ -174,22 +123,66 @@ pub fn emit_compaction(function_name: &str, report: &crate::compact::Report) {
 /// The EMF line for a compaction run: `CompactionFailed` (partitions not finished) is what the
 /// template's alarm watches.
 pub fn compaction_emf_line(function_name: &str, report: &crate::compact::Report, now: SystemTime) -> String {
-    let metric = |name: &str| serde_json::json!({ "Name": name, "Unit": "Count" });
-    serde_json::json!({
-        "_aws": {
-            "Timestamp": now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
-            "CloudWatchMetrics": [{
-                "Namespace": NAMESPACE,
-                "Dimensions": [[DIMENSION]],
-                "Metrics": [metric("CompactionFailed"), metric("CompactedEvents"), metric("CompactedObjectsWritten")],
-            }],
-        },
-        DIMENSION: function_name,
-        "CompactionFailed": report.failed.len(),
-        "CompactedEvents": report.merged,
-        "CompactedObjectsWritten": report.written,
-    })
-    .to_string()
+    let values = [
+        ("CompactionFailed", COUNT, report.failed.len() as f64),
+        ("CompactedEvents", COUNT, report.merged as f64),
+        ("CompactedObjectsWritten", COUNT, report.written as f64),
+    ];
+    emf(function_name, &values, now, emf_level())
+}
+
+const COUNT: &str = "Count";
+
+/// One Embedded Metric Format line: the values as (name, unit, value), under the one dimension.
+///
+/// It carries a `level` and an RFC 3339 `timestamp`, as Lambda's log-level filtering reads them:
+/// a JSON line without either is taken as INFO, and dropped at WARN, ERROR and FATAL, which
+/// would silence every alarm. The level is the function's own setting, the least severe one the
+/// filter keeps, so the line reaches CloudWatch at every setting.
+fn emf(function_name: &str, values: &[(&'static str, &'static str, f64)], now: SystemTime, level: &str) -> String {
+    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let timestamp = time::OffsetDateTime::UNIX_EPOCH + since_epoch;
+    let mut line = serde_json::Map::new();
+    line.insert("level".into(), level.into());
+    line.insert(
+        "timestamp".into(),
+        timestamp.format(&time::format_description::well_known::Rfc3339).unwrap_or_default().into(),
+    );
+    let definitions: Vec<_> =
+        values.iter().map(|(name, unit, _)| serde_json::json!({ "Name": name, "Unit": unit })).collect();
+    line.insert(
+        "_aws".into(),
+        serde_json::json!({
+            "Timestamp": since_epoch.as_millis() as u64,
+            "CloudWatchMetrics": [{ "Namespace": NAMESPACE, "Dimensions": [[DIMENSION]], "Metrics": definitions }],
+        }),
+    );
+    line.insert(DIMENSION.into(), function_name.into());
+    for (name, _, value) in values {
+        // Counts as integers, as CloudWatch shows them.
+        let value = if value.fract() == 0.0 && value.abs() < 1e15 {
+            serde_json::json!(*value as i64)
+        } else {
+            serde_json::json!(value)
+        };
+        line.insert((*name).into(), value);
+    }
+    serde_json::Value::Object(line).to_string()
+}
+
+/// The level stamped on EMF lines: `AWS_LAMBDA_LOG_LEVEL` (which Lambda sets from the function's
+/// ApplicationLogLevel), read once.
+fn emf_level() -> &'static str {
+    static LEVEL: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    LEVEL.get_or_init(|| level_kept_at(std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().as_deref()))
+}
+
+/// The least severe level Lambda's filter keeps at this setting; INFO, as Lambda assumes, for
+/// none or one it does not know.
+pub fn level_kept_at(setting: Option<&str>) -> &'static str {
+    const LEVELS: [&str; 6] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"];
+    let setting = setting.unwrap_or_default().trim();
+    LEVELS.into_iter().find(|level| level.eq_ignore_ascii_case(setting)).unwrap_or("INFO")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]

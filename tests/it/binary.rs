@@ -31,7 +31,7 @@ fn fixture(name: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lambda_runtime_serves_every_sample_and_survives_a_bad_base64_body() {
+async fn lambda_runtime_serves_every_sample_and_answers_a_bad_base64_body_400() {
     let s3_root = tempfile::tempdir().unwrap();
     let s3 = s3_server(s3_root.path()).await;
     let (api, events, mut outcomes) = runtime_api().await;
@@ -52,8 +52,8 @@ async fn lambda_runtime_serves_every_sample_and_survives_a_bad_base64_body() {
     .into_iter()
     .map(|(name, status)| (name.to_owned(), event_text(name), status))
     .collect();
-    // lambda_http panics on a body flagged base64 that is not; the runtime must report it and go on.
-    invocations.insert(3, ("invalid-base64.json".into(), fixture("invalid-base64.json"), None));
+    // lambda_http's own conversion panicked on a body flagged base64 that is not; now it is a 400.
+    invocations.insert(3, ("invalid-base64.json".into(), fixture("invalid-base64.json"), Some(400)));
     invocations.push(("new.json again".into(), event_text("new.json"), Some(200)));
 
     for (i, (name, event, status)) in invocations.iter().enumerate() {
@@ -241,16 +241,29 @@ fn bad_configuration_stops_start_up_with_one_line_naming_the_variable() {
 
 /// Under Lambda every webhook request writes one EMF line to stdout, and together a stored, a
 /// duplicate, a refused, a bad and a failed request emit every custom metric an alarm watches,
-/// in the alarm's namespace with the alarm's dimensions.
+/// in the alarm's namespace with the alarm's dimensions. At every log level the template offers,
+/// those lines, and the "store failed" error line up to ERROR, pass Lambda's log-level filter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lambda_emits_every_metric_the_alarms_watch() {
+async fn lambda_emits_every_metric_the_alarms_watch_at_every_log_level() {
+    let levels = alarmed_levels();
+    assert!(levels.len() >= 5, "{levels:?}");
+    for level in levels {
+        emits_every_alarmed_metric_at(&level).await;
+    }
+}
+
+fn alarmed_levels() -> Vec<String> {
+    support::lambda::allowed_values("LogLevel")
+}
+
+async fn emits_every_alarmed_metric_at(level: &str) {
     let s3_root = tempfile::tempdir().unwrap();
     let s3 = s3_server(s3_root.path()).await;
     let proxy = support::fault_proxy::FaultProxy::start(s3).await;
     let (api, events, mut outcomes) = runtime_api().await;
     let mut env = lambda_env(api, proxy.addr);
     env.push(("AWS_LAMBDA_FUNCTION_NAME", "mailhook-Function-1A2B3C".into()));
-    env.push(("AWS_LAMBDA_LOG_LEVEL", "INFO".into()));
+    env.push(("AWS_LAMBDA_LOG_LEVEL", level.into()));
     let function = Running::start(&env);
 
     let flags_set = event_text("flags-set.json");
@@ -269,27 +282,31 @@ async fn lambda_emits_every_metric_the_alarms_watch() {
         events.send((id.clone(), event)).await.unwrap();
         let (_, outcome) = tokio::time::timeout(Duration::from_secs(60), outcomes.recv()).await.unwrap().unwrap();
         match outcome {
-            Outcome::Response(r) => assert_eq!(r["statusCode"], status, "{name}: {r}"),
-            Outcome::Error(e) => panic!("{name}: {e}"),
+            Outcome::Response(r) => assert_eq!(r["statusCode"], status, "{level}, {name}: {r}"),
+            Outcome::Error(e) => panic!("{level}, {name}: {e}"),
         }
     }
 
     let output = function.output();
-    let lines = support::emf_lines(&output);
-    assert_eq!(lines.len(), 5, "one EMF line per webhook request:\n{output}");
+    let kept = support::lambda::kept_by_lambda(&output, level).join("\n");
+    let lines = support::emf_lines(&kept);
+    assert_eq!(lines.len(), 5, "at {level}, one EMF line per webhook request reaches CloudWatch:\n{output}");
     let sum = |metric: &str| lines.iter().map(|l| l[metric].as_u64().unwrap_or(0)).sum::<u64>();
     assert_eq!(
-        [sum("Stored"), sum("Duplicate"), sum("Rejected"), sum("SenderRefused"), sum("StoreFailed")],
-        [1, 1, 2, 1, 1],
-        "stored, duplicate, rejected (401 and 400), the 401 from the provider, failed:\n{output}"
+        [sum("Stored"), sum("Duplicate"), sum("Accepted"), sum("Rejected"), sum("SenderRefused"), sum("StoreFailed")],
+        [1, 1, 2, 2, 1, 1],
+        "stored, duplicate, accepted, rejected (401 and 400), the 401 from the provider, failed:\n{output}"
     );
+    if level != "FATAL" {
+        assert!(kept.contains("store failed"), "at {level} the error line reaches CloudWatch:\n{output}");
+    }
 
     let alarms = alarmed_metrics();
     let custom: Vec<_> = alarms
         .iter()
         .filter(|(_, namespace, metric, _)| !namespace.starts_with("AWS/") && !metric.starts_with("Compaction"))
         .collect();
-    assert!(custom.len() >= 2, "the template's custom alarms: {alarms:?}");
+    assert!(custom.len() >= 3, "the template's custom alarms: {alarms:?}");
     for (alarm, namespace, metric, dimensions) in custom {
         let emitting = lines.iter().find(|line| {
             let directive = &line["_aws"]["CloudWatchMetrics"][0];
@@ -303,14 +320,70 @@ async fn lambda_emits_every_metric_the_alarms_watch() {
                     .eq(dimensions.iter().map(String::as_str))
                 && line[metric.as_str()].as_u64() > Some(0)
         });
-        let line = emitting
-            .unwrap_or_else(|| panic!("{alarm} watches {namespace}/{metric} by {dimensions:?}: not emitted\n{output}"));
+        let line = emitting.unwrap_or_else(|| {
+            panic!("{alarm} watches {namespace}/{metric} by {dimensions:?}: not emitted at {level}\n{output}")
+        });
         for dimension in dimensions {
             assert_eq!(line[dimension.as_str()], "mailhook-Function-1A2B3C", "{alarm}: the function's name");
         }
     }
     let failed = lines.iter().find(|l| l["StoreFailed"] == 1).unwrap();
     assert!(failed["StoreLatency"].as_f64().is_some(), "a failed store has its latency: {failed}");
+}
+
+/// Function URL events anyone can cause (a query string `http::Uri` refuses, a bad
+/// X-Forwarded-Proto or Host, headers and bodies that are not valid HTTP, a payload that is not a
+/// request at all) each get a 4xx or a 200 with a JSON body, never an invocation error; a request
+/// that is whole but for its query string or proxy headers is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lambda_answers_every_hostile_function_url_event() {
+    let s3_root = tempfile::tempdir().unwrap();
+    let s3 = s3_server(s3_root.path()).await;
+    let (api, events, mut outcomes) = runtime_api().await;
+    let function = Running::start(&lambda_env(api, s3));
+    let sample: serde_json::Value = serde_json::from_str(&event_text("new.json")).unwrap();
+    let with = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut event = sample.clone();
+        edit(&mut event);
+        event.to_string()
+    };
+    let cases: Vec<(&str, String, u16)> = vec![
+        ("a space in the query", with(&|e| e["rawQueryString"] = "a b".into()), 200),
+        ("quotes and brackets in the query", with(&|e| e["rawQueryString"] = "q=\"<>`{|}\\^".into()), 200),
+        ("a control byte in the query", with(&|e| e["rawQueryString"] = "x=\u{1}\u{7f}".into()), 200),
+        ("X-Forwarded-Proto not a scheme", with(&|e| e["headers"]["x-forwarded-proto"] = "ht tp:/".into()), 200),
+        ("a Host with a space", with(&|e| e["headers"]["host"] = "exa mple.com:x".into()), 200),
+        ("a path with a space and quotes", with(&|e| e["rawPath"] = "/a b\"<>".into()), 200),
+        ("cookies", with(&|e| e["cookies"] = serde_json::json!(["a=b", "c d;;="])), 200),
+        ("a body flagged base64 that is not", with(&|e| e["isBase64Encoded"] = true.into()), 400),
+        ("a control byte in a header value", with(&|e| e["headers"]["x-webhook-id"] = "a\u{1}b".into()), 400),
+        ("a header name with a space", with(&|e| e["headers"]["x webhook"] = "1".into()), 400),
+        ("a header that is a number", with(&|e| e["headers"]["x-webhook-id"] = 7.into()), 400),
+        ("headers that are a list", with(&|e| e["headers"] = serde_json::json!(["a"])), 400),
+        ("a body that is a number", with(&|e| e["body"] = 42.into()), 400),
+        ("no method", with(&|e| e["requestContext"]["http"] = serde_json::json!({})), 400),
+        ("a method with a space", with(&|e| e["requestContext"]["http"]["method"] = "PO ST".into()), 400),
+        ("an empty object", "{}".into(), 400),
+        ("a list", "[1,2]".into(), 400),
+        ("a string", "\"GET / HTTP/1.1\"".into(), 400),
+    ];
+    for (i, (name, event, status)) in cases.into_iter().enumerate() {
+        events.send((format!("hostile-{i:02}"), event)).await.unwrap();
+        let (_, outcome) = tokio::time::timeout(Duration::from_secs(60), outcomes.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no answer to {name}; output:\n{}", function.output()))
+            .unwrap();
+        match outcome {
+            Outcome::Response(r) => {
+                assert_eq!(r["statusCode"], status, "{name}: {r}");
+                let body: serde_json::Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+                assert_eq!(body["ok"], status == 200, "{name}: {body}");
+            }
+            Outcome::Error(e) => panic!("{name}: an invocation error: {e}"),
+        }
+    }
+    let client = s3_client(&s3_config(&[]), s3).await;
+    assert_eq!(bucket_objects(&client).await.len(), 1, "the one event, stored once");
 }
 
 /// Set by hand past what the template offers, TRACE still logs no token and no body: trace-level

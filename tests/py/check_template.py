@@ -140,7 +140,8 @@ def main():
     check(len(statements) == 1, "one permission statement")
     put = statements[0]
     check(put["Action"] == "s3:PutObject" and put["Effect"] == "Allow", "only s3:PutObject")
-    check(put["Resource"] == {"Fn::Sub": "${ArchiveBucket.Arn}/${ArchivePrefix}*"}, "only under the archive prefix")
+    check(put["Resource"] == {"Fn::Sub": "${ArchiveBucket.Arn}/${ArchivePrefix}dt=*"},
+          "only into the archive's dt= partitions, not compaction's lease")
     check(put["Condition"] == {"Null": {"s3:if-none-match": "false"}}, "only with If-None-Match (create-only)")
     check(params["WebhookTokens"].get("NoEcho") is True and "Default" not in params["WebhookTokens"], "token NoEcho, no default")
     check(resources["MailhookFunction"]["Metadata"]["BuildMethod"] == "rust-cargolambda", "built by cargo-lambda")
@@ -187,9 +188,26 @@ def main():
     check({("mailhook", "CompactionFailed", "CompactFunction"), ("AWS/Lambda", "Errors", "CompactFunction")} <= watched,
           "a failed compaction alarms: its CompactionFailed metric, and its Lambda errors (timeouts write no metric)")
 
+    # The silence alarm, at every value SilenceAlarmHours allows: off at 0; otherwise one-hour
+    # periods over at most the day CloudWatch evaluates, missing data counted as silence, on a
+    # metric only an accepted request (valid token) sets.
+    silence = params["SilenceAlarmHours"]
+    alarm = resources["SilenceAlarm"]
+    check(silence["Default"] == 0 and alarm["Condition"] == "HasSilenceAlarm"
+          and template["Conditions"]["HasSilenceAlarm"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "SilenceAlarmHours"}, 0]}]},
+          "the silence alarm is off by default and exists only when SilenceAlarmHours is not 0")
+    a = alarm["Properties"]
+    for hours in range(silence["MinValue"], silence["MaxValue"] + 1):
+        if hours == 0:
+            continue
+        check(a["Period"] * hours <= 86400 and a["EvaluationPeriods"] == {"Ref": "SilenceAlarmHours"},
+              f"SilenceAlarmHours={hours}: {hours} periods of {a['Period']} s fit CloudWatch's one-day window")
+    check(a["MetricName"] == "Accepted" and a["ComparisonOperator"] == "LessThanThreshold" and a["Threshold"] == 1
+          and a["TreatMissingData"] == "breaching", "silence: fewer than one accepted event, no data counts as silence")
+
     # The dashboard shows only metrics the function writes (src/metrics.rs), in their namespace and
     # dimension, for the receiver function.
-    emitted = set(re.findall(r'(?:count\(|name: )"(\w+)"', (ROOT / "src" / "metrics.rs").read_text()))
+    emitted = set(re.findall(r'\("(\w+)", (?:COUNT|"Milliseconds")', (ROOT / "src" / "metrics.rs").read_text()))
     body = json.loads(re.sub(r"\$\{[^}]+\}", "x", resources["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]))
     shown = [m for w in body["widgets"] for m in w["properties"]["metrics"]]
     check({"StoreFailed", "SenderRefused", "StoreLatency"} <= emitted, f"the metrics src/metrics.rs writes: {sorted(emitted)}")

@@ -89,3 +89,29 @@ pub fn alarmed_metrics() -> Vec<(String, String, String, Vec<String>)> {
     }
     alarms
 }
+
+/// The values a template parameter allows, read from its `AllowedValues: [..]` line.
+pub fn allowed_values(parameter: &str) -> Vec<String> {
+    let template = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("template.yaml")).unwrap();
+    let block = &template[template.find(&format!("\n  {parameter}:\n")).unwrap_or_else(|| panic!("no {parameter}"))..];
+    let line = block.lines().find(|l| l.trim().starts_with("AllowedValues:")).unwrap();
+    let list = line.trim().trim_start_matches("AllowedValues:").trim().trim_start_matches('[').trim_end_matches(']');
+    list.split(',').map(|v| v.trim().trim_matches('"').to_owned()).collect()
+}
+
+/// The lines of a function's output that Lambda's log-level filtering sends to CloudWatch Logs at
+/// this ApplicationLogLevel (AWS docs, "Log-level filtering"): a JSON line has the level of its
+/// `level` field if that is a valid level and its `timestamp` is valid RFC 3339; every other line
+/// is INFO. A line is kept if its level is at least as severe as the setting.
+pub fn kept_by_lambda(output: &str, setting: &str) -> Vec<String> {
+    const LEVELS: [&str; 6] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"];
+    let rank = |level: &str| LEVELS.iter().position(|l| l.eq_ignore_ascii_case(level));
+    let threshold = rank(setting).unwrap_or_else(|| panic!("{setting} is not a Lambda log level"));
+    let level_of = |line: &str| {
+        let json: serde_json::Value = serde_json::from_str(line).ok()?;
+        let timestamp = json.get("timestamp")?.as_str()?;
+        time::OffsetDateTime::parse(timestamp, &time::format_description::well_known::Rfc3339).ok()?;
+        rank(json.get("level")?.as_str()?)
+    };
+    output.lines().filter(|line| level_of(line).unwrap_or(2) >= threshold).map(str::to_owned).collect()
+}
