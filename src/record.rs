@@ -30,7 +30,8 @@ pub struct Record {
     pub key: Key,
     /// One JSON object and a trailing newline.
     pub line: Bytes,
-    /// The `event` field as a string, for the log.
+    /// The `event` field, for the log, if it looks like an event name (at most 32 letters, digits,
+    /// `-` and `_`): whatever else a sender puts there is body content, and stays out of the log.
     pub event: Option<String>,
 }
 
@@ -92,7 +93,8 @@ impl Record {
         line.push(b',');
         line.extend_from_slice(&after[1..]); // after its opening brace
         line.push(b'\n');
-        Record { key, line: Bytes::from(line), event: kind }
+        let loggable = |k: &String| k.len() <= 32 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+        Record { key, line: Bytes::from(line), event: kind.filter(loggable) }
     }
 }
 
@@ -331,6 +333,13 @@ mod tests {
         );
         assert_eq!(r.key.format(), "mail/dt=2025-11-26/187f7d499961951ee1c240263b7a8ea0.jsonl");
         assert_eq!(r.event.as_deref(), Some("flags-set"));
+        // Anything else in `event` is the sender's text: stored as sent, never logged.
+        let long = format!("\"{}\"", "x".repeat(33));
+        for event in [r#""Re: invoice 4411 for olena""#, long.as_str(), r#""new\n""#] {
+            let r = record(&format!(r#"{{"event":{event}}}"#), datetime!(2025-11-26 16:46 UTC));
+            assert_eq!(r.event, None, "{event}");
+            assert!(String::from_utf8_lossy(&r.line).contains(&format!(r#""data":{{"event":{event}}}"#)));
+        }
     }
 
     #[test]
