@@ -1,17 +1,34 @@
 //! Raw request → verdict → record. The first byte picks the method and which token header is
 //! sent; the rest is the body. Whatever the input, nothing panics, and an accepted body is stored
 //! as one JSON line whose `data` is the body compacted.
+//!
+//! With the first byte's top bit set, the rest is a whole function URL event instead, through the
+//! Lambda front door and the router: either the bytes themselves, if they are JSON, or an event
+//! built from them (method, path, query string, body and headers, split at 0xFF bytes; the other
+//! bits of the first byte set the base64 flag, the token and odd shapes). Whatever the event,
+//! nothing panics, and the answer is a 200, 4xx or 5xx with a JSON body (the confirmation file's
+//! text aside).
 #![no_main]
 
+use std::time::Duration;
+
 use axum::http::{HeaderMap, HeaderValue, Method};
+use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
+use mailhook::archive::{Archive, ArchiveError, Stored};
+use mailhook::http::AppState;
+use mailhook::key::Key;
 use mailhook::record::{Meta, Record, compact_json};
 use mailhook::webhook::{Tokens, check_encoding, check_method, check_token, parse_body};
+use serde_json::Value;
 
 const METHODS: [Method; 4] = [Method::POST, Method::GET, Method::PUT, Method::HEAD];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&control, body)) = data.split_first() else { return };
+    if control & 0x80 != 0 {
+        return function_url(control, body);
+    }
     let tokens = Tokens::parse("fuzz-token,second-token").unwrap();
     let mut headers = HeaderMap::new();
     match control >> 2 & 3 {
@@ -57,3 +74,78 @@ fuzz_target!(|data: &[u8]| {
     let id = mailhook::record::verify_line(&record.line[..record.line.len() - 1]).expect("the stored line verifies");
     assert_eq!(id, record.key.id);
 });
+
+/// Keeps every line in memory.
+#[derive(Default)]
+struct Memory(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl Archive for Memory {
+    async fn put_new(&self, key: &Key, _line: Bytes) -> Result<Stored, ArchiveError> {
+        let created = self.0.lock().unwrap().insert(key.format());
+        Ok(if created { Stored::Created } else { Stored::AlreadyPresent })
+    }
+}
+
+fn function_url(control: u8, data: &[u8]) {
+    thread_local! {
+        static RUNTIME: tokio::runtime::Runtime =
+            tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        static APP: axum::Router = mailhook::http::router(std::sync::Arc::new(AppState {
+            tokens: Tokens::parse("fuzz-token").unwrap(),
+            account_id: Some("123456".into()),
+            max_body_bytes: 4096,
+            store_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(5),
+            prefix: "p/".into(),
+            archive: Memory::default(),
+            metrics: Default::default(),
+        }));
+    }
+    let event = match serde_json::from_slice::<Value>(data) {
+        Ok(event) if control & 0x40 != 0 => event,
+        _ => built_event(control, data),
+    };
+    let answer = RUNTIME.with(|rt| APP.with(|app| rt.block_on(mailhook::lambda::respond(app.clone(), &event, "fuzz"))));
+    let status = answer["statusCode"].as_u64().expect("a status code");
+    assert!(status == 200 || (400..600).contains(&status), "{answer}");
+    let body = answer["body"].as_str().expect("a text body");
+    let confirm = event["rawPath"] == "/webhook-confirm.txt" && status == 200;
+    assert!(confirm || serde_json::from_str::<Value>(body).is_ok_and(|b| b["ok"] == (status == 200)), "{answer}");
+}
+
+/// A function URL event from the fuzzer's bytes.
+fn built_event(control: u8, data: &[u8]) -> Value {
+    let mut parts = data.split(|&b| b == 0xFF).map(|p| String::from_utf8_lossy(p).into_owned());
+    let mut next = || parts.next().unwrap_or_default();
+    let (method, path, query, body) = (next(), next(), next(), next());
+    let mut headers = serde_json::Map::new();
+    if control & 1 != 0 {
+        headers.insert("x-webhook-token".into(), "fuzz-token".into());
+    }
+    loop {
+        let (name, value) = (next(), next());
+        if name.is_empty() && value.is_empty() {
+            break;
+        }
+        headers.insert(name.to_ascii_lowercase(), value.into());
+    }
+    let method = match control >> 1 & 3 {
+        0 => "POST".to_owned(),
+        1 => "GET".to_owned(),
+        _ => method,
+    };
+    let mut event = serde_json::json!({
+        "version": "2.0",
+        "rawPath": if control & 8 != 0 { "/webhook-confirm.txt".to_owned() } else { path },
+        "rawQueryString": query,
+        "headers": headers,
+        "requestContext": { "http": { "method": method, "sourceIp": "203.0.113.9" }, "requestId": "fuzz" },
+        "body": body,
+        "isBase64Encoded": control & 16 != 0,
+    });
+    if control & 32 != 0 {
+        event["cookies"] = serde_json::json!(["a=b", "c"]);
+        event["headers"] = Value::Array(vec![]);
+    }
+    event
+}
