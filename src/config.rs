@@ -83,17 +83,18 @@ impl Config {
             })?)
         };
 
-        let tokens = get("WEBHOOK_TOKENS")
-            .ok_or_else(|| {
-                bad(
-                    "WEBHOOK_TOKENS",
-                    "is not set: give the webhook's secret token (several comma-separated while rotating)",
-                )
-            })
-            .and_then(|v| {
-                Tokens::parse(&v)
-                    .ok_or_else(|| bad("WEBHOOK_TOKENS", "holds no token: give one or more comma-separated tokens"))
-            })?;
+        // Set but empty: the first deploy, before the panel has issued the token. Unset is a
+        // mistake, and refused.
+        let tokens = match (lookup("WEBHOOK_TOKENS"), get("WEBHOOK_TOKENS")) {
+            (None, _) => Err(bad(
+                "WEBHOOK_TOKENS",
+                "is not set: give the webhook's secret token (several comma-separated while rotating), \
+                 or set it empty until the panel has issued one",
+            )),
+            (Some(_), None) => Ok(Tokens::none_yet()),
+            (Some(_), Some(v)) => Tokens::parse(&v)
+                .ok_or_else(|| bad("WEBHOOK_TOKENS", "holds no token: give one or more comma-separated tokens")),
+        }?;
 
         let account_id = get("ACCOUNT_ID").map(|v| v.trim().to_owned());
         if let Some(id) = &account_id
@@ -427,6 +428,12 @@ mod tests {
         let message = load(&[]).unwrap_err().to_string();
         assert!(message.starts_with("configuration error: WEBHOOK_TOKENS is not set"), "{message}");
         assert!(!message.contains('\n'));
+        // Set but empty: the first deploy, before the panel has issued a token.
+        for empty in ["", "  "] {
+            let c = load(&[("WEBHOOK_TOKENS", empty)]).unwrap();
+            assert!(!c.tokens.is_configured(), "{empty:?}");
+        }
+        assert!(load(&[("WEBHOOK_TOKENS", "t")]).unwrap().tokens.is_configured());
     }
 
     #[test]

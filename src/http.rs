@@ -85,6 +85,7 @@ impl Failure {
                 Rejection::NotFound => StatusCode::NOT_FOUND,
                 Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
                 Rejection::BadToken => StatusCode::UNAUTHORIZED,
+                Rejection::NoTokenYet => StatusCode::SERVICE_UNAVAILABLE,
                 Rejection::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 Rejection::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 Rejection::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -155,7 +156,7 @@ async fn receive<A: Archive>(State(state): State<Arc<AppState<A>>>, request: Req
             Err(Failure::Store(ArchiveError::Busy { .. })) => Outcome::Busy,
             Err(Failure::Store(_)) => Outcome::Failed,
         },
-        sender_refused: matches!(outcome, Err(Failure::Rejected(Rejection::BadToken)))
+        sender_refused: matches!(outcome, Err(Failure::Rejected(Rejection::BadToken | Rejection::NoTokenYet)))
             && meta.ua.as_deref() == Some(webhook::SENDER_USER_AGENT),
         store: store_time,
     });

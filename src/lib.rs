@@ -55,6 +55,12 @@ async fn serve<A: Archive>(config: Config, archive: A, prefix: String) -> Result
         (Runtime::Http(_), Some(_)) => Metrics::Prometheus(Prometheus::default()),
         (Runtime::Http(_), None) => Metrics::Off,
     };
+    if !config.tokens.is_configured() {
+        tracing::warn!(
+            "WEBHOOK_TOKENS is empty: every webhook request gets 503 (and one resend 15 minutes later) \
+             until the panel's token is set"
+        );
+    }
     let state = Arc::new(AppState {
         tokens: config.tokens,
         account_id: config.account_id,

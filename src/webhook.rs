@@ -25,6 +25,10 @@ pub enum Rejection {
     MethodNotAllowed,
     #[error("Incorrect webhook token")]
     BadToken,
+    /// No token is configured yet (the first deploy, before the panel issued one): 503, so that
+    /// the sender resends the event 15 minutes later.
+    #[error("No webhook token is configured yet: the event was not stored")]
+    NoTokenYet,
     #[error("Unsupported Content-Encoding: send the body uncompressed")]
     UnsupportedEncoding,
     #[error("Empty body")]
@@ -58,6 +62,16 @@ impl fmt::Debug for Tokens {
 }
 
 impl Tokens {
+    /// No token yet: every webhook request is refused with 503 until one is configured.
+    pub fn none_yet() -> Self {
+        Tokens(Vec::new())
+    }
+
+    /// False before the first token is configured.
+    pub fn is_configured(&self) -> bool {
+        !self.0.is_empty()
+    }
+
     /// Parses a comma-separated list; blanks around each token are dropped. `None` if none is left.
     pub fn parse(list: &str) -> Option<Self> {
         let digests: Vec<_> = list.split(',').map(str::trim).filter(|t| !t.is_empty()).map(digest).collect();
@@ -82,6 +96,9 @@ pub fn check_method(method: &Method) -> Result<(), Rejection> {
 
 /// Exactly one `X-Webhook-Token` header, equal to a configured token. No other place counts.
 pub fn check_token(headers: &HeaderMap, tokens: &Tokens) -> Result<(), Rejection> {
+    if !tokens.is_configured() {
+        return Err(Rejection::NoTokenYet);
+    }
     let mut values = headers.get_all(TOKEN_HEADER).iter();
     match (values.next(), values.next()) {
         (Some(value), None) if tokens.accepts(value.as_bytes()) => Ok(()),

@@ -409,3 +409,56 @@ async fn trace_level_set_by_hand_logs_no_token_and_no_body() {
         assert!(!logs.contains(secret), "{secret:?} reached the logs at TRACE:\n{logs}");
     }
 }
+
+/// The first deploy, as the README's "Deploy" steps it: the stack goes up before the panel has
+/// issued a token (`WebhookTokens` empty), the panel confirms the URL, and its first events get
+/// 503; the token is then set (a redeploy: a new process) and each event's one resend, 15 minutes
+/// later, is stored. The wait itself changes nothing mailhook does (the key comes from the
+/// event's `tstamp`), so the resends follow at once. Every event ends up stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_deploy_before_the_token_loses_no_event() {
+    let s3_root = tempfile::tempdir().unwrap();
+    let s3 = s3_server(s3_root.path()).await;
+    let (api, events, mut outcomes) = runtime_api().await;
+    let samples =
+        ["new.json", "create.json", "flags-set.json", "flags-set-deleted.json", "base64-no-content-type.json"];
+    let mut invocations = 0;
+    let mut invoke = async |event: String| {
+        invocations += 1;
+        events.send((format!("invocation-{invocations:02}"), event)).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(60), outcomes.recv()).await.unwrap().unwrap().1 {
+            Outcome::Response(r) => r,
+            Outcome::Error(e) => panic!("an invocation error: {e}"),
+        }
+    };
+
+    let mut first = lambda_env(api, s3);
+    first.retain(|(k, _)| *k != "WEBHOOK_TOKENS");
+    first.push(("WEBHOOK_TOKENS", String::new()));
+    let deploy = Running::start(&first);
+    let confirm = invoke(event_text("confirm.json")).await;
+    assert_eq!((confirm["statusCode"].as_u64(), confirm["body"].as_str()), (Some(200), Some(ACCOUNT_ID)));
+    for name in samples {
+        let r = invoke(event_text(name)).await;
+        assert_eq!(r["statusCode"], 503, "{name}: not 200, so the sender resends it: {r}");
+        assert!(r["body"].as_str().unwrap().contains("No webhook token is configured yet"), "{name}: {r}");
+    }
+    let output = deploy.output();
+    assert!(output.contains("WEBHOOK_TOKENS is empty"), "said at start-up:\n{output}");
+    let refused = support::emf_lines(&output).iter().map(|l| l["SenderRefused"].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(refused, 5, "the provider's refused requests fire SenderRefusedAlarm:\n{output}");
+    let client = s3_client(&s3_config(&[]), s3).await;
+    assert_eq!(bucket_objects(&client).await.len(), 0);
+    drop(deploy);
+
+    // The token from the panel's Token column, deployed; then each event's one resend.
+    let redeploy = Running::start(&lambda_env(api, s3));
+    for name in samples {
+        let r = invoke(event_text(name)).await;
+        assert_eq!(r["statusCode"], 200, "{name}'s resend: {r}\n{}", redeploy.output());
+    }
+    let mut stored: Vec<String> = bucket_objects(&client).await.into_iter().map(|(key, _, _)| key).collect();
+    stored.sort();
+    stored.dedup();
+    assert_eq!(stored.len(), samples.len(), "each event stored once: {stored:#?}");
+}

@@ -143,7 +143,11 @@ def main():
     check(put["Resource"] == {"Fn::Sub": "${ArchiveBucket.Arn}/${ArchivePrefix}dt=*"},
           "only into the archive's dt= partitions, not compaction's lease")
     check(put["Condition"] == {"Null": {"s3:if-none-match": "false"}}, "only with If-None-Match (create-only)")
-    check(params["WebhookTokens"].get("NoEcho") is True and "Default" not in params["WebhookTokens"], "token NoEcho, no default")
+    tokens = params["WebhookTokens"]
+    check(tokens.get("NoEcho") is True and tokens.get("Default") == ""
+          and all(re.fullmatch(tokens["AllowedPattern"], v) for v in ("", "tok", "old,new"))
+          and not any(re.fullmatch(tokens["AllowedPattern"], v) for v in (",", "a b", "a,", " a")),
+          "token NoEcho, empty by default for the first deploy (503 until set), a comma-separated list otherwise")
     check(resources["MailhookFunction"]["Metadata"]["BuildMethod"] == "rust-cargolambda", "built by cargo-lambda")
 
     # The compaction function: the same code, its own role, a nightly schedule, a switch.
