@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Runs every check mailhook has, from a fresh clone: cargo test, cfn-lint, the template and README
-# SQL checks, the end-to-end run through cargo lambda with moto_server and DuckDB, the bounded load
-# run, the crash run, a bounded fuzz run, a smoke run of the benchmarks, cargo deny, sam build, and
-# sam local invoke of every sample event on the arm64 build, in Docker (tests/sam/).
+# Runs every check mailhook has, from a fresh clone: cfn-lint, a checkov scan of the template,
+# the samples in events/ against SAM's generated events, cargo test, the template and README SQL
+# checks, promtool on a scrape of /metrics, the end-to-end run through cargo lambda with
+# moto_server and DuckDB, the bounded load run, the crash run, a bounded fuzz run, a smoke run of
+# the benchmarks, cargo deny, sam build, and sam local invoke of every sample event on the arm64
+# build, in Docker (tests/sam/).
 # The Python checks are in tests/py/. The first run installs the Python-packaged tools
-# (tests/requirements.txt) into .venv, and cargo-fuzz and cargo-deny with cargo install.
+# (tests/requirements.txt) into .venv, checkov into .venv-checkov, and cargo-fuzz and cargo-deny
+# with cargo install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +20,12 @@ if ! cmp -s tests/requirements.txt .venv/.installed 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
   cp tests/requirements.txt .venv/.installed
+fi
+if ! cmp -s tests/requirements-checkov.txt .venv-checkov/.installed 2>/dev/null; then
+  echo "== installing checkov into .venv-checkov (its boto3 pin conflicts with .venv's)"
+  python3 -m venv .venv-checkov
+  .venv-checkov/bin/pip install --quiet --disable-pip-version-check -r tests/requirements-checkov.txt
+  cp tests/requirements-checkov.txt .venv-checkov/.installed
 fi
 export PATH="$PWD/.venv/bin:$HOME/.cargo/bin:$PATH"
 
@@ -41,6 +50,12 @@ step() {
 
 step "cfn-lint template.yaml"
 cfn-lint template.yaml && echo "cfn-lint: no errors, no warnings"
+
+step "template security scan: checkov, every finding fixed or skipped with its reason (tests/py/scan_template.py)"
+python tests/py/scan_template.py
+
+step "events/ against AWS's shapes: sam local generate-event and the schedule's input (tests/py/check_events.py)"
+python tests/py/check_events.py
 
 step "cargo test"
 MAILHOOK_REQUIRE_MOTO=1 cargo test --locked --all-targets
