@@ -36,6 +36,14 @@ if ! { command -v wrk && command -v php; } >/dev/null && [ "$(id -u)" = 0 ] && c
     { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk php-cli >/dev/null 2>&1; } ||
     echo "could not install wrk and php-cli; the benchmark smoke run will skip the load stages"
 fi
+# promtool, from Debian's prometheus package, for the /metrics check (without its recommends:
+# node-exporter is not needed).
+if ! command -v promtool >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "== installing promtool (Debian's prometheus package)"
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; } ||
+    echo "could not install Debian's prometheus package: the promtool step will fail"
+fi
 export SAM_CLI_TELEMETRY=0
 
 steps=0
@@ -95,6 +103,13 @@ fi
 
 step "template and README SQL (tests/py/check_template.py)"
 python tests/py/check_template.py
+
+step "promtool check metrics on a scrape of /metrics after each outcome (tests/py/check_metrics.py)"
+if command -v promtool >/dev/null || [ "$(id -u)" = 0 ]; then
+  python tests/py/check_metrics.py
+else
+  echo "skipped: promtool is not installed (Debian: apt-get install prometheus; run tests/all.sh as root to have it installed)"
+fi
 
 step "end to end through cargo lambda, moto_server and DuckDB (tests/py/e2e.py)"
 python tests/py/e2e.py
