@@ -16,6 +16,7 @@ Run by tests/all.sh inside .venv (the SAM CLI, and cfn-lint's template loader).
 """
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -132,7 +133,7 @@ def main():
     files = [Path(a) for a in sys.argv[1:]] or sorted((ROOT / "events").glob("*.json"))
     generated = json.loads(subprocess.run(
         ["sam", "local", "generate-event", "apigateway", "http-api-proxy"],
-        check=True, capture_output=True, text=True).stdout)
+        check=True, capture_output=True, text=True, env=dict(os.environ, SAM_CLI_TELEMETRY="0")).stdout)
     check = Checks("check_events")
     for path in files:
         sample = json.loads(path.read_text())
