@@ -14,8 +14,9 @@ format promtool reads:
   with no help text. That misreading, and nothing else, is allowed on the scrape as served; the
   same families, re-encoded as 0.0.4 text by the Prometheus client, must then pass promtool.
 
-Usage: tests/py/check_metrics.py [--binary target/debug/mailhook] [--scrape FILE]
-(--scrape checks a saved scrape body instead, as OpenMetrics, to show a broken one fails.)
+Usage: tests/py/check_metrics.py [--binary target/debug/mailhook] [--scrape FILE [--text]]
+(--scrape checks a saved scrape body instead, as OpenMetrics or, with --text, as 0.0.4 text, to
+show a broken one fails.)
 Run by tests/all.sh inside .venv (moto, prometheus-client); needs promtool (Debian: prometheus).
 """
 
@@ -31,7 +32,8 @@ import tempfile
 from pathlib import Path
 
 from prometheus_client.exposition import generate_latest
-from prometheus_client.openmetrics.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 import local_s3
 import procs
@@ -99,6 +101,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--binary", default=str(ROOT / "target/debug/mailhook"))
     parser.add_argument("--scrape", help="check this saved OpenMetrics body instead of a live scrape")
+    parser.add_argument("--text", action="store_true", help="the saved body is 0.0.4 text, as if served as text/plain")
     args = parser.parse_args()
     if not shutil.which("promtool"):
         sys.exit("promtool not found: install Debian's prometheus package (tests/all.sh does, as root)")
@@ -106,23 +109,26 @@ def main():
     check = Checks("check_metrics")
     logs = tempfile.TemporaryDirectory()
     if args.scrape:
-        content_type, text, expected = "application/openmetrics-text", Path(args.scrape).read_text(), None
+        content_type = "text/plain; version=0.0.4" if args.text else "application/openmetrics-text"
+        text, expected = Path(args.scrape).read_text(), None
     else:
         with open(Path(logs.name) / "server-and-moto.log", "w") as log:
             content_type, text = serve_each_outcome(args.binary, check, log)
         expected = {"stored": 3, "duplicate": 2, "rejected": 3, "failed": 2, "busy": 0}
     print(f"{'a saved scrape, taken as' if args.scrape else f'asked for {ASK}, served'} {content_type}; checking with {version}")
 
+    served_text = content_type.startswith("text/plain")
+    form = "0.0.4 text" if served_text else "OpenMetrics"
     try:
-        families = list(text_string_to_metric_families(text))
+        families = list((parse_text if served_text else parse_openmetrics)(text))
         counts = {s.labels["outcome"]: int(s.value) for f in families for s in f.samples if s.name == "mailhook_requests_total"}
-        check(expected is None or counts == expected, f"the scrape parses as OpenMetrics and counts {counts}")
+        check(expected is None or counts == expected, f"the scrape parses as {form} and counts {counts}")
     except ValueError as e:
         families = None
-        check(False, f"the scrape does not parse as OpenMetrics: {e}")
+        check(False, f"the scrape does not parse as {form}: {e}")
 
     code, problems = promtool(text)
-    if content_type.startswith("text/plain"):
+    if served_text:
         check(code == 0 and not problems, f"promtool check metrics on the scrape as served: {problems or 'no problem'}")
     else:
         help_of_counters = {f"{f.name}_total" for f in families or [] if f.type == "counter" and f.documentation}
