@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Runs every check mailhook has, from a fresh clone: cargo test, cfn-lint, the template and README
-# SQL checks, the end-to-end run through cargo lambda with moto_server and DuckDB, the bounded load
-# run, the crash run, a bounded fuzz run, a smoke run of the benchmarks, cargo deny, sam build, and
-# sam local invoke of every sample event on the arm64 build, in Docker (tests/sam/).
+# Runs every check mailhook has, from a fresh clone: cfn-lint, a checkov scan of the template,
+# the samples in events/ against SAM's generated events, cargo test, the template and README SQL
+# checks, promtool on a scrape of /metrics, the end-to-end run through cargo lambda with
+# moto_server and DuckDB, the bounded load run, the crash run, a bounded fuzz run, a smoke run of
+# the benchmarks, cargo deny, sam build, and sam local invoke of every sample event on the arm64
+# build, in Docker (tests/sam/).
 # The Python checks are in tests/py/. The first run installs the Python-packaged tools
-# (tests/requirements.txt) into .venv, and cargo-fuzz and cargo-deny with cargo install.
+# (tests/requirements.txt) into .venv, checkov into .venv-checkov, and cargo-fuzz and cargo-deny
+# with cargo install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +21,12 @@ if ! cmp -s tests/requirements.txt .venv/.installed 2>/dev/null; then
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
   cp tests/requirements.txt .venv/.installed
 fi
+if ! cmp -s tests/requirements-checkov.txt .venv-checkov/.installed 2>/dev/null; then
+  echo "== installing checkov into .venv-checkov (its boto3 pin conflicts with .venv's)"
+  python3 -m venv .venv-checkov
+  .venv-checkov/bin/pip install --quiet --disable-pip-version-check -r tests/requirements-checkov.txt
+  cp tests/requirements-checkov.txt .venv-checkov/.installed
+fi
 export PATH="$PWD/.venv/bin:$HOME/.cargo/bin:$PATH"
 
 # wrk and php-cli for the benchmark smoke run (bench/run skips those stages, saying so, without them).
@@ -26,6 +35,14 @@ if ! { command -v wrk && command -v php; } >/dev/null && [ "$(id -u)" = 0 ] && c
   apt-get install -y -qq wrk php-cli >/dev/null 2>&1 ||
     { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk php-cli >/dev/null 2>&1; } ||
     echo "could not install wrk and php-cli; the benchmark smoke run will skip the load stages"
+fi
+# promtool, from Debian's prometheus package, for the /metrics check (without its recommends:
+# node-exporter is not needed).
+if ! command -v promtool >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "== installing promtool (Debian's prometheus package)"
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; } ||
+    echo "could not install Debian's prometheus package: the promtool step will fail"
 fi
 export SAM_CLI_TELEMETRY=0
 
@@ -41,6 +58,12 @@ step() {
 
 step "cfn-lint template.yaml"
 cfn-lint template.yaml && echo "cfn-lint: no errors, no warnings"
+
+step "template security scan: checkov, every finding fixed or skipped with its reason (tests/py/scan_template.py)"
+python tests/py/scan_template.py
+
+step "events/ against AWS's shapes: sam local generate-event and the schedule's input (tests/py/check_events.py)"
+python tests/py/check_events.py
 
 step "cargo test"
 MAILHOOK_REQUIRE_MOTO=1 cargo test --locked --all-targets
@@ -80,6 +103,13 @@ fi
 
 step "template and README SQL (tests/py/check_template.py)"
 python tests/py/check_template.py
+
+step "promtool check metrics on a scrape of /metrics after each outcome (tests/py/check_metrics.py)"
+if command -v promtool >/dev/null || [ "$(id -u)" = 0 ]; then
+  python tests/py/check_metrics.py
+else
+  echo "skipped: promtool is not installed (Debian: apt-get install prometheus; run tests/all.sh as root to have it installed)"
+fi
 
 step "end to end through cargo lambda, moto_server and DuckDB (tests/py/e2e.py)"
 python tests/py/e2e.py
