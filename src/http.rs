@@ -55,13 +55,22 @@ pub fn router<A: Archive>(state: Arc<AppState<A>>) -> Router {
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
 }
 
-/// The local metrics listener: `GET /metrics`, OpenMetrics text.
+/// The local metrics listener: `GET /metrics`, as OpenMetrics text to a scraper that asks for it
+/// (Prometheus does), and as Prometheus's text format 0.0.4 otherwise.
 pub fn metrics_router<A: Archive>(state: Arc<AppState<A>>) -> Router {
-    async fn metrics<A: Archive>(State(state): State<Arc<AppState<A>>>) -> Response {
+    async fn metrics<A: Archive>(State(state): State<Arc<AppState<A>>>, headers: HeaderMap) -> Response {
+        let openmetrics = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .any(|v| String::from_utf8_lossy(v.as_bytes()).contains("application/openmetrics-text"));
+        let content_type = if openmetrics {
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        } else {
+            "text/plain; version=0.0.4; charset=utf-8"
+        };
         match &state.metrics {
             crate::metrics::Metrics::Prometheus(p) => {
-                ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], p.text())
-                    .into_response()
+                ([(header::CONTENT_TYPE, content_type)], p.text(openmetrics)).into_response()
             }
             _ => StatusCode::NOT_FOUND.into_response(),
         }

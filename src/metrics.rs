@@ -216,10 +216,16 @@ impl Default for Prometheus {
 }
 
 impl Prometheus {
-    /// The OpenMetrics text of every counter.
-    pub fn text(&self) -> String {
+    /// Every counter, as OpenMetrics text (`openmetrics`), or else as Prometheus's own text format
+    /// 0.0.4, which promtool and older scrapers read.
+    pub fn text(&self, openmetrics: bool) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        let written = if openmetrics {
+            prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        } else {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+        };
+        written.expect("writing to a String");
         out
     }
 }
@@ -264,10 +270,12 @@ mod tests {
             metrics.record(Sample { outcome, sender_refused: false, store: Some(Duration::from_millis(3)) });
         }
         let Metrics::Prometheus(p) = &metrics else { unreachable!() };
-        let text = p.text();
+        let text = p.text(true);
         assert!(text.contains("mailhook_requests_total{outcome=\"stored\"} 2"), "{text}");
         assert!(text.contains("mailhook_store_seconds_count 3"), "{text}");
         assert!(text.contains("mailhook_requests_total{outcome=\"duplicate\"} 0"), "every outcome is there: {text}");
+        let text = p.text(false);
+        assert!(text.contains("# TYPE mailhook_requests_total counter") && !text.contains("# EOF"), "{text}");
     }
 
     #[test]

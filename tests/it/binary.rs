@@ -206,7 +206,11 @@ async fn local_server_serves_metrics_on_a_listener_of_its_own() {
     assert_eq!(reply.matches("HTTP/1.1 200 OK").count(), 1, "one request a connection: {reply}");
     assert!(reply.to_ascii_lowercase().contains("connection: close"), "{reply}");
     assert!(reply.contains("mailhook_requests_total{outcome=\"stored\"} 1"), "{reply}");
-    assert!(reply.contains("application/openmetrics-text"), "{reply}");
+    assert!(reply.contains("text/plain; version=0.0.4"), "Prometheus text unless OpenMetrics is asked for: {reply}");
+    let ask = b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\nConnection: close\r\n\r\n";
+    let (status, reply) = http_request(metrics, ask).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply.contains("application/openmetrics-text") && reply.ends_with("# EOF\n"), "{reply}");
     let (status, _) =
         http_request(metrics, b"GET /webhook-confirm.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert_eq!(status, 404, "only /metrics on the metrics listener");

@@ -8,8 +8,9 @@ scrape, asking for the Prometheus text format (`Accept: text/plain;version=0.0.4
 format promtool reads:
 
 - Its counts, read with the Prometheus client's OpenMetrics parser, match the requests.
-- Served as text/plain (0.0.4), the scrape goes to promtool as it is, and any problem fails.
-- Served as OpenMetrics, which promtool reads as 0.0.4 text: OpenMetrics names a counter's
+- /metrics serves 0.0.4 text unless OpenMetrics is asked for, and the scrape goes to promtool as
+  it is: any problem fails.
+- A saved OpenMetrics body (--scrape), which promtool reads as 0.0.4 text: OpenMetrics names a counter's
   family without `_total` in HELP and TYPE, so promtool sees each `_total` sample as a metric
   with no help text. That misreading, and nothing else, is allowed on the scrape as served; the
   same families, re-encoded as 0.0.4 text by the Prometheus client, must then pass promtool.
@@ -115,6 +116,8 @@ def main():
         with open(Path(logs.name) / "server-and-moto.log", "w") as log:
             content_type, text = serve_each_outcome(args.binary, check, log)
         expected = {"stored": 3, "duplicate": 2, "rejected": 3, "failed": 2, "busy": 0}
+        check(content_type.startswith("text/plain; version=0.0.4"),
+              f"asked for the 0.0.4 text format, /metrics serves it: {content_type}")
     print(f"{'a saved scrape, taken as' if args.scrape else f'asked for {ASK}, served'} {content_type}; checking with {version}")
 
     served_text = content_type.startswith("text/plain")
