@@ -111,6 +111,9 @@ else
   echo "skipped: promtool is not installed (Debian: apt-get install prometheus; run tests/all.sh as root to have it installed)"
 fi
 
+step "SSE-KMS: the archive on a customer managed key, stored and compacted (tests/py/sse_kms.py)"
+python tests/py/sse_kms.py
+
 step "end to end through cargo lambda, moto_server and DuckDB (tests/py/e2e.py)"
 python tests/py/e2e.py
 

@@ -71,6 +71,20 @@ def build(resource):
     return {k: v for k, v in resource["Metadata"].items() if k != "checkov"}
 
 
+def resolve(node, true):
+    """The node as CloudFormation sees it when exactly the conditions in `true` hold: each Fn::If
+    taken, AWS::NoValue dropped."""
+    if isinstance(node, dict):
+        if set(node) == {"Fn::If"}:
+            name, yes, no = node["Fn::If"]
+            return resolve(yes if name in true else no, true)
+        return {k: resolve(v, true) for k, v in node.items() if v != {"Ref": "AWS::NoValue"}}
+    if isinstance(node, list):
+        items = [resolve(v, true) for v in node]
+        return [v for v in items if v != {"Ref": "AWS::NoValue"}]
+    return node
+
+
 def lines_from_the_binary():
     """Runs the real binary on every accepted sample and returns the stored lines."""
     subprocess.run(["cargo", "build", "--quiet"], cwd=ROOT, check=True)
@@ -113,7 +127,18 @@ def main():
     check(bucket.get("DeletionPolicy") == "Retain", "bucket is retained on stack deletion")
     block = props["PublicAccessBlockConfiguration"]
     check(all(block[k] is True for k in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")), "all four public access blocks")
-    check("BucketEncryption" in props, "default encryption")
+    for kms in (False, True):
+        rule = resolve(props["BucketEncryption"], {"HasKmsKey"} if kms else set())["ServerSideEncryptionConfiguration"]
+        wanted = ([{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": {"Ref": "ArchiveKmsKeyArn"}},
+                    "BucketKeyEnabled": True}] if kms else [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}])
+        check(rule == wanted, f"default encryption: {'SSE-KMS with ArchiveKmsKeyArn and a Bucket Key' if kms else 'SSE-S3'}")
+    kms_arn = params["ArchiveKmsKeyArn"]
+    check(kms_arn["Default"] == "" and template["Conditions"]["HasKmsKey"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ArchiveKmsKeyArn"}, ""]}]}
+          and re.fullmatch(kms_arn["AllowedPattern"], "arn:aws:kms:eu-central-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab")
+          and not re.fullmatch(kms_arn["AllowedPattern"], "alias/mailhook"), "ArchiveKmsKeyArn: empty (SSE-S3) or a key ARN")
+    expiry = params["ArchiveExpirationDays"]
+    check(expiry["Default"] == 365 and expiry["MinValue"] == 0,
+          "retention: events expire after a year by default (personal data); 0 keeps them")
     check(props["OwnershipControls"]["Rules"][0]["ObjectOwnership"] == "BucketOwnerEnforced", "BucketOwnerEnforced")
     check(props["VersioningConfiguration"] == {"Status": "Enabled"}, "versioning on: a deleted object can be restored")
     rules = {r["Id"]: r for r in props["LifecycleConfiguration"]["Rules"] if isinstance(r, dict) and "Id" in r}
@@ -141,7 +166,11 @@ def main():
     check(function["FunctionUrlConfig"]["AuthType"] == "NONE", "function URL, token as the authentication")
     check(function["LoggingConfig"]["LogFormat"] == "JSON", "JSON logs")
     check("RetentionInDays" in resources["MailhookLogGroup"]["Properties"], "log retention")
-    statements = [s for policy in function["Policies"] for s in policy["Statement"]]
+    kms_statements = [s for policy in resolve(function["Policies"], {"HasKmsKey"}) for s in policy["Statement"]][1:]
+    check(kms_statements == [{"Sid": "EncryptWithArchiveKey", "Effect": "Allow", "Action": "kms:GenerateDataKey",
+                              "Resource": {"Ref": "ArchiveKmsKeyArn"}}],
+          "with SSE-KMS the receiver may also get data keys from the archive's key, nothing more")
+    statements = [s for policy in resolve(function["Policies"], set()) for s in policy["Statement"]]
     check(len(statements) == 1, "one permission statement")
     put = statements[0]
     check(put["Action"] == "s3:PutObject" and put["Effect"] == "Allow", "only s3:PutObject")
@@ -170,7 +199,11 @@ def main():
           and events[0]["Properties"]["ScheduleExpressionTimezone"] == "UTC", "compaction runs on a schedule from EventBridge Scheduler, in UTC")
     hours = events[0]["Properties"]["ScheduleExpression"].split()[1]
     check(hours == "1/6", f"compaction runs four times a day (hours {hours})")
-    cstatements = [s for policy in cprops["Policies"] for s in policy["Statement"]]
+    ckms = [s for policy in resolve(cprops["Policies"], {"HasKmsKey"}) for s in policy["Statement"]
+            if any(a.startswith("kms:") for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))]
+    check(len(ckms) == 1 and sorted(ckms[0]["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"] and ckms[0]["Resource"] == {"Ref": "ArchiveKmsKeyArn"},
+          "with SSE-KMS compaction may decrypt and get data keys from the archive's key, nothing more")
+    cstatements = [s for policy in resolve(cprops["Policies"], set()) for s in policy["Statement"]]
     listing = [s for s in cstatements if s["Action"] == "s3:ListBucket"]
     check(len(listing) == 1 and listing[0]["Resource"] == {"Fn::GetAtt": ["ArchiveBucket", "Arn"]}
           and listing[0]["Condition"] == {"StringLike": {"s3:prefix": [{"Ref": "ArchivePrefix"}, {"Fn::Sub": "${ArchivePrefix}*"}]}},
