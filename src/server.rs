@@ -21,10 +21,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const SPARE_FILES: u64 = 64;
 /// Scrapers of `/metrics` served at once; more wait in the listen backlog.
 const METRICS_CONNECTIONS: usize = 8;
-/// The answer to a connection over its source's limit, written without waiting: no request on it
-/// is handled, so nothing is stored, and the sender's resend will find room.
-const REFUSED: &[u8] =
-    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\nCache-Control: no-store\r\n\r\n";
+/// Why a connection over its source's limit is answered 503. No request on it is handled, so
+/// nothing is stored, and the sender's resend will find room.
+const REFUSED: &str = "Too many connections from this address: the event was not stored";
 /// How often at most a source over its limit is logged.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -83,6 +82,7 @@ async fn accept_until(
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let sources = Arc::new(Sources::default());
     let mut refusals = Refusals::default();
+    let refused = refused_answer();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -103,7 +103,7 @@ async fn accept_until(
             () = &mut stop => break,
         };
         let Some(source) = sources.take(peer.ip(), per_source) else {
-            refuse(stream);
+            refuse(stream, &refused);
             refusals.count(peer.ip());
             continue;
         };
@@ -165,14 +165,25 @@ fn source_of(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The 503 a refused connection gets, with the headers and the JSON body of every other answer.
+fn refused_answer() -> Vec<u8> {
+    let body = format!(r#"{{"ok":false,"error":"{REFUSED}"}}"#);
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\n\
+         Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// Answers 503 without waiting, and closes. What the client has sent is read first, as far as it
 /// has arrived, so that the close is a FIN after the answer rather than a reset that may discard
 /// it. Plain syscalls on the non-blocking socket: tokio's `try_` calls would see no readiness yet.
-fn refuse(stream: tokio::net::TcpStream) {
+fn refuse(stream: tokio::net::TcpStream, answer: &[u8]) {
     use std::io::{Read, Write};
     let Ok(mut stream) = stream.into_std() else { return };
     let _ = stream.read(&mut [0; 4096]);
-    let _ = stream.write(REFUSED);
+    let _ = stream.write(answer);
 }
 
 /// Refused connections, logged at most once per `REFUSAL_LOG_INTERVAL` so a flood cannot flood the log.

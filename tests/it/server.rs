@@ -202,6 +202,10 @@ async fn a_source_over_its_limit_is_answered_503_at_once() {
         let mut answer = String::new();
         over.read_to_string(&mut answer).await.unwrap();
         assert!(answer.starts_with("HTTP/1.1 503 "), "{answer:?}");
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("\r\nCache-Control: no-store\r\n") && head.contains("nosniff"), "{head}");
+        assert!(body.starts_with(r#"{"ok":false,"error":"#), "{body}");
+        let _: serde_json::Value = serde_json::from_str(body).unwrap();
         let mut over = stalled_from(source, addr).await;
         assert_eq!(read_status(&mut over).await, 503);
         assert!(closed_within(over, Duration::from_secs(1)).await);
