@@ -14,6 +14,9 @@ use crate::Error;
 /// A local connection that has not sent a whole request head by then is closed. hyper runs the
 /// same timer while a kept-alive connection waits for its next request, so it is the idle timeout too.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A local connection whose answer cannot be written for this long, because its client stopped
+/// reading, is closed: the header timeout does not run while hyper waits to write.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// On SIGTERM, how long requests in flight may take to finish before the server stops anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// File descriptors kept for the archive, the listeners and the S3 client beside the connections
@@ -65,10 +68,11 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, app: axum::Router)
 }
 
 /// Accepts connections to `app` until `stop`, at most `max_connections` at once (more wait in the
-/// listen backlog), each closed if it sends no whole request head within `HEADER_TIMEOUT`, and
-/// after its first answer unless `keep_alive`. A connection from a source that already holds
-/// `per_source` is answered 503 and closed as soon as it is accepted, so one address cannot
-/// hold the cap and keep everyone else in the backlog. Returns the connections still open, to drain.
+/// listen backlog), each closed if it sends no whole request head within `HEADER_TIMEOUT`, or
+/// reads none of its answer within `WRITE_TIMEOUT`, and after its first answer unless
+/// `keep_alive`. A connection from a source that already holds `per_source` is answered 503 and
+/// closed as soon as it is accepted, so one address cannot hold the cap and keep everyone else
+/// in the backlog. Returns the connections still open, to drain.
 async fn accept_until(
     listener: tokio::net::TcpListener,
     max_connections: usize,
@@ -112,7 +116,9 @@ async fn accept_until(
             request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
             tower_service::Service::call(&mut app.clone(), request)
         });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let mut stream = tokio_io_timeout::TimeoutWriter::new(stream);
+        stream.set_timeout(Some(WRITE_TIMEOUT));
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(Box::pin(stream)), service));
         tokio::spawn(async move {
             let _ = connection.await;
             drop((slot, source));

@@ -230,6 +230,36 @@ async fn a_source_over_its_limit_is_answered_503_at_once() {
     assert!(log.contains("source=127.0.0.3 refused=1"), "{log}");
 }
 
+/// A client that sends requests and never reads the answers stops hyper writing, and while hyper
+/// waits to write no header timeout runs: without a write timeout it held its slot for good.
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_loses_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = closed_port();
+    let server = Running::local(addr, dir.path(), &[("MAX_CONNECTIONS", "1")]).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.set_send_buffer_size(4096).unwrap();
+    let mut reader = socket.connect(addr).await.unwrap();
+    // Pipelined requests (each answered 405) until the server stops reading them.
+    let requests = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1000);
+    let mut sent = 0;
+    while sent < 1_000_000 {
+        match tokio::time::timeout(Duration::from_millis(500), reader.write_all(&requests)).await {
+            Ok(written) => written.unwrap(),
+            Err(_) => break,
+        }
+        sent += 1000;
+    }
+    assert!(sent < 1_000_000, "the server read {sent} requests without being able to answer them");
+
+    let started = Instant::now();
+    let answer = tokio::time::timeout(HEADER_TIMEOUT * 2, send_event_from(OTHER_SOURCE, addr, 1)).await;
+    assert_eq!(answer.ok(), Some(200), "after {:?}", started.elapsed());
+    assert_eq!(stored(dir.path()).len(), 1, "{}", server.output().lines().last().unwrap_or_default());
+    drop(reader);
+}
+
 /// SIGTERM with stalled clients connected and a request in flight: the request is finished and
 /// stored, the server exits within its drain deadline, and the segment is sealed for readers.
 #[tokio::test]
