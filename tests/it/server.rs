@@ -10,7 +10,7 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// How long the server waits for a request head (src/lib.rs), plus room for a loaded machine.
+/// How long the server waits for a request head, or to write an answer (src/server.rs).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn event_request(uid: u32) -> Vec<u8> {
