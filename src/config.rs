@@ -27,6 +27,8 @@ pub struct Config {
     pub runtime: Runtime,
     /// `MAX_CONNECTIONS`: how many connections the local server holds open at once.
     pub max_connections: usize,
+    /// `MAX_CONNECTIONS_PER_SOURCE`: how many of those one IPv4 address or IPv6 /64 may hold.
+    pub max_connections_per_source: usize,
     /// `METRICS_ADDR`: where the local server serves Prometheus text at `/metrics`; unset, nowhere.
     pub metrics_addr: Option<SocketAddr>,
     /// `AWS_LAMBDA_FUNCTION_NAME` (set by Lambda): the dimension of the EMF metrics.
@@ -136,6 +138,19 @@ impl Config {
             },
         };
 
+        let max_connections_per_source = match get("MAX_CONNECTIONS_PER_SOURCE") {
+            None => 128,
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (1..=65_536).contains(&n) => n,
+                _ => {
+                    return Err(bad(
+                        "MAX_CONNECTIONS_PER_SOURCE",
+                        format!("must be a whole number from 1 to 65536, got {v:?}"),
+                    ));
+                }
+            },
+        };
+
         let metrics_addr = match get("METRICS_ADDR") {
             None => None,
             Some(v) => Some(v.trim().parse().map_err(|_| {
@@ -152,6 +167,7 @@ impl Config {
             store_timeout,
             runtime,
             max_connections,
+            max_connections_per_source,
             metrics_addr,
             function_name,
         })
@@ -340,6 +356,7 @@ mod tests {
         assert_eq!(c.account_id, None);
         assert!(!c.access.s3_force_path_style);
         assert_eq!(c.max_connections, 1024);
+        assert_eq!(c.max_connections_per_source, 128);
         assert_eq!(c.metrics_addr, None);
     }
 
@@ -467,6 +484,8 @@ mod tests {
         assert_eq!(with("STORE_TIMEOUT_MS", "10"), "STORE_TIMEOUT_MS");
         assert_eq!(with("MAX_CONNECTIONS", "0"), "MAX_CONNECTIONS");
         assert_eq!(with("MAX_CONNECTIONS", "many"), "MAX_CONNECTIONS");
+        assert_eq!(with("MAX_CONNECTIONS_PER_SOURCE", "0"), "MAX_CONNECTIONS_PER_SOURCE");
+        assert_eq!(with("MAX_CONNECTIONS_PER_SOURCE", "65537"), "MAX_CONNECTIONS_PER_SOURCE");
         assert_eq!(with("METRICS_ADDR", "9090"), "METRICS_ADDR");
         assert_eq!(with("S3_FORCE_PATH_STYLE", "yes please"), "S3_FORCE_PATH_STYLE");
         assert_eq!(with("LISTEN_ADDR", "localhost"), "LISTEN_ADDR");
@@ -478,8 +497,10 @@ mod tests {
             ("S3_FORCE_PATH_STYLE", "TRUE"),
             ("LISTEN_ADDR", "0.0.0.0:9000"),
             ("ACCOUNT_ID", " 12345 "),
+            ("MAX_CONNECTIONS_PER_SOURCE", "16"),
         ])
         .unwrap();
+        assert_eq!(c.max_connections_per_source, 16);
         assert_eq!(c.max_body_bytes, 2048);
         assert_eq!(c.store_timeout, Duration::from_millis(750));
         assert!(c.access.s3_force_path_style);

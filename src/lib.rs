@@ -79,7 +79,9 @@ async fn serve<A: Archive>(config: Config, archive: A, prefix: String) -> Result
     let app = http::router(state.clone());
     let served = match config.runtime {
         Runtime::Lambda => lambda::serve(app).await,
-        Runtime::Http(addr) => server::serve(addr, config.max_connections, app).await,
+        Runtime::Http(addr) => {
+            server::serve(addr, config.max_connections, config.max_connections_per_source, app).await
+        }
     };
     state.archive.close().await;
     served

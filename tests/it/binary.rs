@@ -233,6 +233,10 @@ fn bad_configuration_stops_start_up_with_one_line_naming_the_variable() {
             "SSL_CERT_FILE",
         ),
         (vec![("WEBHOOK_TOKENS", "t".to_owned()), ("METRICS_ADDR", "everywhere".to_owned())], "METRICS_ADDR"),
+        (
+            vec![("WEBHOOK_TOKENS", "t".to_owned()), ("MAX_CONNECTIONS_PER_SOURCE", "0".to_owned())],
+            "MAX_CONNECTIONS_PER_SOURCE",
+        ),
     ] {
         let mut run = Running::start(&vars);
         let status = run.child.wait().unwrap();

@@ -3,14 +3,14 @@
 
 use crate::support;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// How long the server waits for a request head (src/lib.rs), plus room for a loaded machine.
+/// How long the server waits for a request head, or to write an answer (src/server.rs).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn event_request(uid: u32) -> Vec<u8> {
@@ -21,7 +21,21 @@ fn event_request(uid: u32) -> Vec<u8> {
 
 /// Sends one event on a fresh connection and reads the status line.
 async fn send_event(addr: SocketAddr, uid: u32) -> u16 {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
+    send_event_from(Ipv4Addr::LOCALHOST, addr, uid).await
+}
+
+/// A second loopback address, which Linux routes on `lo` with no setup.
+const OTHER_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+/// A connection to `addr` from the loopback address `source`.
+async fn connect_from(source: Ipv4Addr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
+    socket.connect(addr).await
+}
+
+async fn send_event_from(source: Ipv4Addr, addr: SocketAddr, uid: u32) -> u16 {
+    let mut stream = connect_from(source, addr).await.unwrap();
     stream.write_all(&event_request(uid)).await.unwrap();
     read_status(&mut stream).await
 }
@@ -34,7 +48,11 @@ async fn read_status(stream: &mut TcpStream) -> u16 {
 
 /// Opens a connection that sends half a request head and then nothing.
 async fn stalled(addr: SocketAddr) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stalled_from(Ipv4Addr::LOCALHOST, addr).await
+}
+
+async fn stalled_from(source: Ipv4Addr, addr: SocketAddr) -> TcpStream {
+    let mut stream = connect_from(source, addr).await.unwrap();
     stream.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nX-Webh").await.unwrap();
     stream
 }
@@ -57,7 +75,8 @@ async fn closed_within(mut stream: TcpStream, limit: Duration) -> bool {
 async fn stalled_clients_do_not_starve_a_real_sender_and_are_closed() {
     let dir = tempfile::tempdir().unwrap();
     let addr = closed_port();
-    let server = Running::local(addr, dir.path(), &[]).await;
+    // One address stands in for many clients here: this is about the global cap and the timeout.
+    let server = Running::local(addr, dir.path(), &[("MAX_CONNECTIONS_PER_SOURCE", "1024")]).await;
 
     let mut stalls = Vec::new();
     for _ in 0..550 {
@@ -89,6 +108,17 @@ async fn stalled_clients_do_not_starve_a_real_sender_and_are_closed() {
     assert_eq!(stored(dir.path()).len(), 3);
 }
 
+/// The sockets `server` holds open: its connections, and besides them the listener and the
+/// runtime's own signal pipes (Unix sockets), up to 4.
+fn sockets(server: &Running) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", server.child.id()))
+        .unwrap()
+        .filter(|fd| {
+            std::fs::read_link(fd.as_ref().unwrap().path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
+        .count()
+}
+
 /// At the connection cap, further connections wait in the listen backlog instead of taking
 /// file descriptors; they are served once the stalled ones are closed.
 #[tokio::test]
@@ -101,19 +131,133 @@ async fn the_connection_cap_holds() {
         stalls.push(stalled(addr).await);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let sockets = std::fs::read_dir(format!("/proc/{}/fd", server.child.id()))
-        .unwrap()
-        .filter(|fd| {
-            std::fs::read_link(fd.as_ref().unwrap().path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
-        })
-        .count();
-    // Besides the 8 connections: the listener, and the runtime's own signal pipes (Unix sockets).
+    let sockets = sockets(&server);
     assert!((8..=8 + 4).contains(&sockets), "{sockets} sockets open with MAX_CONNECTIONS=8 and 12 clients");
     let started = Instant::now();
     assert_eq!(send_event(addr, 1).await, 200);
     // Behind the 4 stalled clients that did not fit: served once the first 8 time out.
     assert!(started.elapsed() < HEADER_TIMEOUT * 2, "{:?}", started.elapsed());
     drop(stalls);
+}
+
+/// The review's finding 7: one address churning half-sent heads held every slot, and a sender on
+/// another address waited in the backlog for them to time out. Over MAX_CONNECTIONS_PER_SOURCE
+/// the churn is refused at once, so the sender gets each answer without waiting for a timeout.
+#[tokio::test]
+async fn one_source_cannot_hold_the_connection_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = closed_port();
+    let limits = [("MAX_CONNECTIONS", "32"), ("MAX_CONNECTIONS_PER_SOURCE", "8")];
+    let server = Running::local(addr, dir.path(), &limits).await;
+
+    // 64 half-sent heads at once, twice the cap, then 50 more a second, none closed by the client.
+    let (burst_sent, burst) = tokio::sync::oneshot::channel();
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let attack = tokio::spawn(async move {
+        let (mut open, mut burst_sent) = (Vec::new(), Some(burst_sent));
+        while stopped.try_recv().is_err() && open.len() < 2_000 {
+            let mut stream = connect_from(Ipv4Addr::LOCALHOST, addr).await.unwrap();
+            // A refused connection may be closed before its head is written.
+            let _ = stream.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nX-Webh").await;
+            open.push(stream);
+            if open.len() >= 64 {
+                if let Some(sent) = burst_sent.take() {
+                    let _ = sent.send(());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    burst.await.unwrap();
+
+    for uid in 1..=20 {
+        let started = Instant::now();
+        // Generous: well under the header timeout the stalled heads would need to expire.
+        let answer = tokio::time::timeout(HEADER_TIMEOUT / 2, send_event_from(OTHER_SOURCE, addr, uid)).await;
+        assert_eq!(answer.ok(), Some(200), "answer {uid} of 20, after {:?}:\n{}", started.elapsed(), server.output());
+    }
+    let _ = stop.send(());
+    attack.await.unwrap();
+    assert_eq!(stored(dir.path()).len(), 20);
+}
+
+/// A connection over its source's limit is answered 503 and closed at once, without taking a
+/// slot; other sources are served, and the source gets room again as its connections close.
+#[tokio::test]
+async fn a_source_over_its_limit_is_answered_503_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = closed_port();
+    let server = Running::local(addr, dir.path(), &[("MAX_CONNECTIONS_PER_SOURCE", "4")]).await;
+    // Not 127.0.0.1, where the connections that waited for the server to start may still count.
+    let source = Ipv4Addr::new(127, 0, 0, 3);
+    let mut stalls = Vec::new();
+    for _ in 0..4 {
+        stalls.push(stalled_from(source, addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let held = sockets(&server);
+    let started = Instant::now();
+    for _ in 0..2 {
+        let mut over = connect_from(source, addr).await.unwrap();
+        let mut answer = String::new();
+        over.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer:?}");
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("\r\nCache-Control: no-store\r\n") && head.contains("nosniff"), "{head}");
+        assert!(body.starts_with(r#"{"ok":false,"error":"#), "{body}");
+        let _: serde_json::Value = serde_json::from_str(body).unwrap();
+        let mut over = stalled_from(source, addr).await;
+        assert_eq!(read_status(&mut over).await, 503);
+        assert!(closed_within(over, Duration::from_secs(1)).await);
+    }
+    assert!(started.elapsed() < HEADER_TIMEOUT / 2, "refused after {:?}", started.elapsed());
+    assert!(sockets(&server) <= held, "{} sockets open after 4 refused, {held} before", sockets(&server));
+    assert_eq!(send_event_from(OTHER_SOURCE, addr, 1).await, 200);
+
+    drop(stalls.pop());
+    let since = Instant::now();
+    let status = loop {
+        // The server sees the close a moment later.
+        match send_event_from(source, addr, 2).await {
+            503 if since.elapsed() < HEADER_TIMEOUT / 2 => tokio::time::sleep(Duration::from_millis(20)).await,
+            status => break status,
+        }
+    };
+    assert_eq!(status, 200, "{}", server.output());
+    assert_eq!(stored(dir.path()).len(), 2);
+    let log = server.output();
+    assert_eq!(log.matches("over MAX_CONNECTIONS_PER_SOURCE").count(), 1, "logged once in 10 s:\n{log}");
+    assert!(log.contains("source=127.0.0.3 refused=1"), "{log}");
+}
+
+/// A client that sends requests and never reads the answers stops hyper writing, and while hyper
+/// waits to write no header timeout runs: without a write timeout it held its slot for good.
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_loses_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = closed_port();
+    let server = Running::local(addr, dir.path(), &[("MAX_CONNECTIONS", "1")]).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.set_send_buffer_size(4096).unwrap();
+    let mut reader = socket.connect(addr).await.unwrap();
+    // Pipelined requests (each answered 405) until the server stops reading them.
+    let requests = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1000);
+    let mut sent = 0;
+    while sent < 1_000_000 {
+        match tokio::time::timeout(Duration::from_millis(500), reader.write_all(&requests)).await {
+            Ok(written) => written.unwrap(),
+            Err(_) => break,
+        }
+        sent += 1000;
+    }
+    assert!(sent < 1_000_000, "the server read {sent} requests without being able to answer them");
+
+    let started = Instant::now();
+    let answer = tokio::time::timeout(HEADER_TIMEOUT * 2, send_event_from(OTHER_SOURCE, addr, 1)).await;
+    assert_eq!(answer.ok(), Some(200), "after {:?}", started.elapsed());
+    assert_eq!(stored(dir.path()).len(), 1, "{}", server.output().lines().last().unwrap_or_default());
+    drop(reader);
 }
 
 /// SIGTERM with stalled clients connected and a request in flight: the request is finished and
