@@ -14,13 +14,13 @@ Two stand-ins, said plainly:
 
 A good run passes every check and leaves no version of the test event in the bucket. Then each
 breakage fails it, exit 1, with a last line naming the check: a wrong token, a wrong account ID,
-an alarm in ALARM, the object missing, no log line.
+an alarm in ALARM, the object missing, no log line, the token in the log.
 
 Run by tests/all.sh from the repository root, inside .venv (moto, boto3, cargo-lambda, awscli).
 """
 
-import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -63,8 +63,9 @@ Outputs:
 """ % (LOG_GROUP, BUCKET, PREFIX)
 
 
-def ship_logs(path, logs, stop):
-    """Puts every line written to `path` into LOG_GROUP, as Lambda does with a function's stdout."""
+def ship_logs(path, logs, stop, leak):
+    """Puts every line written to `path` into LOG_GROUP, as Lambda does with a function's stdout.
+    While `leak` is set, each line gets the token appended: a function that logs it."""
     logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName="watch")
     with open(path, errors="replace") as f:
         while not stop.is_set():
@@ -72,7 +73,8 @@ def ship_logs(path, logs, stop):
             lines = [line for line in lines if line.strip()]
             if lines:
                 now = int(time.time() * 1000)
-                events = [{"timestamp": now, "message": line} for line in lines]
+                tail = f" token={TOKEN}" if leak.is_set() else ""
+                events = [{"timestamp": now, "message": line + tail} for line in lines]
                 logs.put_log_events(logGroupName=LOG_GROUP, logStreamName="watch", logEvents=events)
             time.sleep(0.2)
 
@@ -81,7 +83,7 @@ def main():
     check = Checks("verify")
     children = []
     logs_dir = tempfile.TemporaryDirectory()
-    stop = threading.Event()
+    stop, leak = threading.Event(), threading.Event()
     try:
         moto, s3, s3_env = local_s3.start(BUCKET, open(Path(logs_dir.name) / "moto.log", "w"))
         children.append(moto)
@@ -126,7 +128,7 @@ def main():
             env=env,
         )
         children.append(watch)
-        shipper = threading.Thread(target=ship_logs, args=(watch_log, client("logs"), stop), daemon=True)
+        shipper = threading.Thread(target=ship_logs, args=(watch_log, client("logs"), stop, leak), daemon=True)
         shipper.start()
         # The first request waits for the build.
         end = time.monotonic() + 900
@@ -172,7 +174,11 @@ def main():
         check(code == 0 and last == "verify: all 7 checks passed", f"a good run passes: exit {code}, {last!r}")
         for name in ("stack", "confirm", "post", "object", "log", "alarms", "cleanup"):
             check(f"\nok    {name}: " in "\n" + out, f"a good run prints its {name} check")
-        check("accepted" in out and '"request_id"' in out, "the log check shows the function's own accepted line")
+        request_id = re.search(r"^ok    object: .* request_id (\S+)$", out, re.M)
+        check(
+            request_id is not None and f"INFO accepted request_id={request_id[1]} status=200" in out,
+            "the log check shows the function's own line for the stored request",
+        )
         check(versions() == [], f"no version of the test event is left in the bucket: {versions()}")
         (ROOT / "target").mkdir(exist_ok=True)
         (ROOT / "target/verify-output.txt").write_text(out)
@@ -198,6 +204,11 @@ def main():
             code == 1 and last.startswith("verify FAILED: object: s3://") and last.endswith("is not there"),
             f"a missing object fails: {last!r}",
         )
+        leak.set()
+        code, out, last = verify("--token", TOKEN)
+        leak.clear()
+        check(code == 1 and last.startswith("verify FAILED: log: the log holds the token, in a line of request_id")
+            and TOKEN not in out, f"a token in the log fails: {last!r}")
         client("logs").create_log_group(logGroupName="/aws/lambda/empty")
         code, out, last = verify("--token", TOKEN, "--log-group", "/aws/lambda/empty", "--log-wait", "2")
         check(code == 1 and last.startswith("verify FAILED: log: no line with request_id"), f"a missing log line fails: {last!r}")
