@@ -183,6 +183,21 @@ def main():
         (ROOT / "target").mkdir(exist_ok=True)
         (ROOT / "target/verify-output.txt").write_text(out)
 
+        # Without a stack: every value given on the command line.
+        run = subprocess.run(
+            [
+                sys.executable, VERIFY, "--token", TOKEN, "--url", url, "--account-id", ACCOUNT_ID,
+                "--archive", f"s3://{BUCKET}/{PREFIX}", "--log-group", LOG_GROUP, *alarm_args,
+            ],
+            env=verify_env, capture_output=True, text=True, timeout=300,
+        )
+        check(
+            run.returncode == 0 and run.stdout.rstrip().endswith("verify: all 6 checks passed") and versions() == [],
+            f"a run without a stack passes: exit {run.returncode}, {run.stdout.strip().splitlines()[-1:]}",
+        )
+        code, out, last = verify("--stack", "no-such-stack", "--token", TOKEN)
+        check(code == 1 and last.startswith("verify FAILED: stack:") and "does not exist" in last, f"a wrong stack fails: {last!r}")
+
         code, out, last = verify("--token", "not-the-token")
         check(code == 1 and last.startswith("verify FAILED: post: POST") and "401" in last, f"a wrong token fails: {last!r}")
         code, out, last = verify("--token", TOKEN, "--account-id", "654321")
