@@ -117,6 +117,9 @@ python tests/py/sse_kms.py
 step "end to end through cargo lambda, moto_server and DuckDB (tests/py/e2e.py)"
 python tests/py/e2e.py
 
+step "scripts/verify against a local stack: moto_server and cargo lambda watch (tests/py/verify.py)"
+python tests/py/verify.py
+
 step "load: 10,000 events x 64 clients, then resends, into moto_server and a directory (tests/py/load.py)"
 python tests/py/load.py --json target/load-results.json
 
