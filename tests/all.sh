@@ -84,6 +84,9 @@ python tests/py/check_template.py
 step "end to end through cargo lambda, moto_server and DuckDB (tests/py/e2e.py)"
 python tests/py/e2e.py
 
+step "query engines: chdb and polars over moto_server in place, DuckDB on a copy, docs/querying.md as written (tests/py/query_engines.py)"
+python tests/py/query_engines.py
+
 step "load: 10,000 events x 64 clients, then resends, into moto_server and a directory (tests/py/load.py)"
 python tests/py/load.py --json target/load-results.json
 
