@@ -69,17 +69,13 @@ impl Record {
         let id = Id::of(data.as_bytes());
         let key = Key::new(prefix, partition_for(event_time, received), id);
         let id = id.to_string();
-        let before = BeforeData {
-            ts: rfc3339(received.replace_nanosecond(received.millisecond() as u32 * 1_000_000).unwrap_or(received)),
-            ip: meta.ip.as_deref(),
-            ua: meta.ua.as_deref(),
-        };
+        let before = BeforeData { ts: stored_time(received), ip: meta.ip.as_deref(), ua: meta.ua.as_deref() };
         let after = AfterData {
             webhook_id: meta.webhook_id.as_deref(),
             request_id: &meta.request_id,
             event: kind.as_deref(),
             mailbox: mailbox.as_deref(),
-            event_time: event_time.map(rfc3339),
+            event_time: event_time.map(stored_time),
             flags: event.flags.and_then(flag_list),
             id: &id,
         };
@@ -234,8 +230,14 @@ fn text(value: &RawValue) -> Option<String> {
     }
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.to_offset(UtcOffset::UTC).format(&Rfc3339).expect("a UTC time between years 0 and 9999 formats as RFC 3339")
+/// How `ts` and `event_time` are written: RFC 3339 in UTC, always with milliseconds
+/// (`2026-11-26T16:46:12.000Z`, finer digits cut off), so that a reader inferring the type from
+/// the first lines it sees takes one precision for all of them (docs/querying.md).
+const STORED_TIME: &[time::format_description::BorrowedFormatItem<'_>] =
+    time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+fn stored_time(t: OffsetDateTime) -> String {
+    t.to_offset(UtcOffset::UTC).format(STORED_TIME).expect("a UTC time between years 0 and 9999 formats")
 }
 
 #[cfg(test)]
@@ -249,18 +251,18 @@ mod tests {
     }
 
     fn time_of(json: &str) -> Option<String> {
-        event_time(&raw(json)).map(rfc3339)
+        event_time(&raw(json)).map(stored_time)
     }
 
     #[test]
     fn tstamp_forms() {
-        assert_eq!(time_of("1764175572").as_deref(), Some("2025-11-26T16:46:12Z"));
-        assert_eq!(time_of("\"1764175572\"").as_deref(), Some("2025-11-26T16:46:12Z"));
+        assert_eq!(time_of("1764175572").as_deref(), Some("2025-11-26T16:46:12.000Z"));
+        assert_eq!(time_of("\"1764175572\"").as_deref(), Some("2025-11-26T16:46:12.000Z"));
         assert_eq!(time_of("1764175572123").as_deref(), Some("2025-11-26T16:46:12.123Z"));
         assert_eq!(time_of("\" 1764175572123 \"").as_deref(), Some("2025-11-26T16:46:12.123Z"));
-        assert_eq!(time_of("1764175572.5").as_deref(), Some("2025-11-26T16:46:12.5Z"));
-        assert_eq!(time_of("\"2025-11-26T18:46:12+02:00\"").as_deref(), Some("2025-11-26T16:46:12Z"));
-        assert_eq!(time_of("\"2025-11-26T16:46:12.25Z\"").as_deref(), Some("2025-11-26T16:46:12.25Z"));
+        assert_eq!(time_of("1764175572.5").as_deref(), Some("2025-11-26T16:46:12.500Z"));
+        assert_eq!(time_of("\"2025-11-26T18:46:12+02:00\"").as_deref(), Some("2025-11-26T16:46:12.000Z"));
+        assert_eq!(time_of("\"2025-11-26T16:46:12.25Z\"").as_deref(), Some("2025-11-26T16:46:12.250Z"));
         for unreadable in [
             "null",
             "true",
@@ -277,6 +279,30 @@ mod tests {
         ] {
             assert_eq!(time_of(unreadable), None, "{unreadable}");
         }
+    }
+
+    #[test]
+    fn stored_times_always_have_milliseconds() {
+        // A reader inferring a type from the first lines must see one precision in every line.
+        assert_eq!(time_of("\"2025-11-26T16:46:12.123456789Z\"").as_deref(), Some("2025-11-26T16:46:12.123Z"));
+        assert_eq!(time_of("\"2025-11-26T16:46:12.9999Z\"").as_deref(), Some("2025-11-26T16:46:12.999Z"));
+        assert_eq!(time_of("\"0000-01-01T00:00:00Z\"").as_deref(), Some("0000-01-01T00:00:00.000Z"));
+        assert_eq!(time_of("\"9999-12-31T23:59:59.5Z\"").as_deref(), Some("9999-12-31T23:59:59.500Z"));
+        for received in [
+            datetime!(2026-11-26 16:46:12 UTC),
+            datetime!(2026-11-26 16:46:12.97 UTC),
+            datetime!(2026-11-26 16:46:12.0059 UTC),
+        ] {
+            let line: serde_json::Value =
+                serde_json::from_slice(&record(r#"{"tstamp":1795711572}"#, received).line).unwrap();
+            for field in ["ts", "event_time"] {
+                let text = line[field].as_str().unwrap();
+                assert_eq!((text.len(), &text[19..20], &text[23..]), (24, ".", "Z"), "{field} {text}");
+            }
+        }
+        let line: serde_json::Value =
+            serde_json::from_slice(&record("{}", datetime!(2026-11-26 16:46:12.0059 UTC)).line).unwrap();
+        assert_eq!(line["ts"], "2026-11-26T16:46:12.005Z");
     }
 
     #[test]
@@ -326,7 +352,7 @@ mod tests {
             concat!(
                 r#"{"ts":"2025-11-26T16:46:13.123Z","ip":"203.0.113.9","ua":"adm.tools mail webhook","#,
                 r#""data":{"mailbox":"info@example.com","uid":18446744073709551617,"tstamp":"1764175572","event":"flags-set","folder":"INBOX","flags":["\\Seen","\\Deleted"],"z_unknown":{"k":1.0}},"#,
-                r#""webhook_id":null,"request_id":"req-1","event":"flags-set","mailbox":"info@example.com","event_time":"2025-11-26T16:46:12Z","#,
+                r#""webhook_id":null,"request_id":"req-1","event":"flags-set","mailbox":"info@example.com","event_time":"2025-11-26T16:46:12.000Z","#,
                 r#""flags":["\\Seen","\\Deleted"],"id":"187f7d499961951ee1c240263b7a8ea0"}"#,
                 "\n"
             )

@@ -120,6 +120,9 @@ python tests/py/e2e.py
 step "scripts/verify against a local stack: moto_server and cargo lambda watch (tests/py/verify.py)"
 python tests/py/verify.py
 
+step "query engines: chdb and polars over moto_server in place, DuckDB on a copy, docs/querying.md as written (tests/py/query_engines.py)"
+python tests/py/query_engines.py
+
 step "load: 10,000 events x 64 clients, then resends, into moto_server and a directory (tests/py/load.py)"
 python tests/py/load.py --json target/load-results.json
 

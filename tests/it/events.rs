@@ -89,7 +89,7 @@ async fn new_mail_line_is_the_reference_superset() {
         ],
         "{outer}"
     );
-    assert!(text.contains("\"event_time\":\"2026-11-26T16:46:12Z\""), "{text}");
+    assert!(text.contains("\"event_time\":\"2026-11-26T16:46:12.000Z\""), "{text}");
 }
 
 #[tokio::test]
@@ -102,7 +102,7 @@ async fn base64_body_is_decoded_and_compacted() {
         text.contains(r#""data":{"mailbox":"sales@example.com","uid":"512","tstamp":"1795711812","event":"create","folder":"Drafts","flags":"\\Draft"}"#),
         "{text}"
     );
-    assert!(text.contains("\"event_time\":\"2026-11-26T16:50:12Z\""), "{text}");
+    assert!(text.contains("\"event_time\":\"2026-11-26T16:50:12.000Z\""), "{text}");
 }
 
 #[tokio::test]

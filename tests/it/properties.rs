@@ -194,8 +194,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 1024, failure_persistence: None, ..ProptestConfig::default() })]
 
     /// Whatever `tstamp` holds, the event is answered 200 and stored once (its resend is a 200
-    /// and no second line); its `event_time` is null or a UTC time in the years 0 to 9999, and
-    /// its partition is that time's date, or the receive date.
+    /// and no second line); its `event_time` is null or a UTC time in the years 0 to 9999, with
+    /// milliseconds, and its partition is that time's date, or the receive date.
     #[test]
     fn every_tstamp_is_answered_200_and_stored_once(t in tstamp(), pretty in any::<bool>()) {
         let body = format!(r#"{{"mailbox":"a@example.com","uid":1,"event":"new","tstamp":{t}}}"#);
@@ -229,6 +229,7 @@ proptest! {
         match &line["event_time"] {
             Value::Null => prop_assert!(partition == before.to_string() || partition == after.to_string(), "{key}"),
             Value::String(at) => {
+                prop_assert!(at.len() == 24 && at.as_bytes()[19] == b'.' && at.ends_with('Z'), "milliseconds, always: {at}");
                 let at = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).unwrap();
                 prop_assert_eq!(at.offset(), time::UtcOffset::UTC);
                 prop_assert!((0..=9999).contains(&at.year()));

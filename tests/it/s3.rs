@@ -33,7 +33,7 @@ async fn accepted_event_is_one_object_under_its_partition_key() {
     let body = String::from_utf8(event_body("new.json")).unwrap();
     assert!(bytes.contains(&format!("\"data\":{body},")), "{bytes}");
     assert_eq!(line["event"], "new");
-    assert_eq!(line["event_time"], "2026-11-26T16:46:12Z");
+    assert_eq!(line["event_time"], "2026-11-26T16:46:12.000Z");
 }
 
 #[tokio::test]

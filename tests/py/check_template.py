@@ -3,9 +3,10 @@
 
 - The template keeps its promises: retained, private, encrypted, TLS-only bucket; a create-only
   role; NoEcho token without default; JSON logs with retention; a projected dt partition.
-- The Glue table's columns are the fields mailhook writes, with types that fit the values
-  (checked on lines written by the real binary from every sample event).
-- Every ```sql block of the README parses as Athena (Trino) SQL and names only columns and
+- The Glue table's columns are the fields of docs/schema.json, with its types, and they fit the
+  values (checked on lines written by the real binary from every sample event); its
+  timestamp.formats read every form of time mailhook has written.
+- Every Athena ```sql block of the README and of docs/querying.md parses as Athena (Trino) SQL and names only columns and
   struct fields the table has.
 
 Run by tests/all.sh inside .venv (cfn-lint for the CloudFormation loader, sqlglot).
@@ -53,12 +54,35 @@ def parse_hive_type(text):
     return fields
 
 
-def fits(value, hive_type):
-    """Whether the Hive JSON SerDe can read this JSON value as this column type."""
+def joda_regex(pattern):
+    """A regex of the text a Joda pattern of the SerDe's `timestamp.formats` reads whole, for the
+    letters mailhook's table uses. Joda's parser reads 1 to N fraction digits for N S's."""
+    fields = {"yyyy": r"\d{4}", "MM": r"\d{2}", "dd": r"\d{2}", "HH": r"\d{2}", "mm": r"\d{2}", "ss": r"\d{2}"}
+    out = ""
+    for token in re.finditer(r"'(?P<q>[^']*)'|(?P<l>([A-Za-z])\3*)|(?P<o>.)", pattern):
+        if token["q"] is not None:
+            out += re.escape(token["q"])
+        elif token["l"]:
+            if token["l"].startswith("S"):
+                out += rf"\d{{1,{len(token['l'])}}}"
+            elif token["l"] in fields:
+                out += fields[token["l"]]
+            else:
+                raise ValueError(f"no regex for {token['l']} in {pattern}")
+        else:
+            out += re.escape(token["o"])
+    return re.compile(out)
+
+
+def fits(value, hive_type, timestamp_formats=()):
+    """Whether the Hive JSON SerDe can read this JSON value as this column type. A timestamp is a
+    string that one of the table's `timestamp.formats` reads whole."""
     if value is None:
         return True
     if isinstance(hive_type, dict):
-        return isinstance(value, dict) and all(fits(value.get(k), t) for k, t in hive_type.items())
+        return isinstance(value, dict) and all(fits(value.get(k), t, timestamp_formats) for k, t in hive_type.items())
+    if hive_type == "timestamp":
+        return isinstance(value, str) and any(f.fullmatch(value) for f in timestamp_formats)
     if hive_type == "string":
         return isinstance(value, (str, int, float)) and not isinstance(value, bool)
     if hive_type == "array<string>":
@@ -83,6 +107,23 @@ def resolve(node, true):
         items = [resolve(v, true) for v in node]
         return [v for v in items if v != {"Ref": "AWS::NoValue"}]
     return node
+
+
+def hive_type_of(prop):
+    """The column type a docs/schema.json property needs: timestamp for a time, a struct (dict)
+    for an object, array<string> or string."""
+    refs = [prop.get("$ref")] + [p.get("$ref") for p in prop.get("oneOf", [])]
+    if "#/$defs/utc_millis" in refs:
+        return "timestamp"
+    kinds = prop.get("type", [])
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    if "object" in kinds:
+        return dict
+    if "array" in kinds and prop.get("items") == {"type": "string"}:
+        return "array<string>"
+    if "#/$defs/text_or_null" in refs or "string" in kinds:
+        return "string"
+    return None
 
 
 def lines_from_the_binary():
@@ -271,16 +312,28 @@ def main():
     columns = {c["Name"]: parse_hive_type(c["Type"]) for c in table["StorageDescriptor"]["Columns"]}
     partitions = {c["Name"]: c["Type"] for c in table["PartitionKeys"]}
 
+    # The columns are docs/schema.json's fields, in its order, each typed as its values are.
+    schema = json.loads((ROOT / "docs/schema.json").read_text())
+    check(list(columns) == list(schema["properties"]) == schema["required"], f"the columns are the schema's fields: {list(columns)}")
+    for name, prop in schema["properties"].items():
+        check(hive_type_of(prop) == (dict if isinstance(columns.get(name), dict) else columns.get(name)),
+              f"column {name} is {columns.get(name)}, as the schema has it ({hive_type_of(prop)})")
+    formats = table["StorageDescriptor"]["SerdeInfo"].get("Parameters", {}).get("timestamp.formats", "")
+    formats = [joda_regex(f) for f in formats.split(",") if f]
+    for old in ("2026-11-26T16:46:12Z", "2026-11-26T16:46:12.97Z", "2026-11-26T16:46:12.123456789Z"):
+        check(fits(old, "timestamp", formats), f"timestamp.formats reads an older line's time too: {old}")
+
     lines = lines_from_the_binary()
     check(len(lines) >= 5, f"{len(lines)} lines written by the binary")
     for line in lines:
         check(set(line) == set(columns), f"columns are the line's fields: {sorted(set(line) ^ set(columns)) or 'same'}")
         for name, hive_type in columns.items():
-            check(fits(line.get(name), hive_type), f"{line['data'].get('event')} uid {line['data'].get('uid')}: {name} fits {hive_type}")
+            check(fits(line.get(name), hive_type, formats), f"{line['data'].get('event')} uid {line['data'].get('uid')}: {name} fits {hive_type}")
 
-    sql_blocks = re.findall(r"```sql\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    # The Athena SQL of the README and of docs/querying.md.
+    sql_blocks = [s for doc in ("README.md", "docs/querying.md") for s in re.findall(r"```sql\n(.*?)```", (ROOT / doc).read_text(), re.S)]
     athena = [s for s in sql_blocks if "mailhook.events" in s]
-    check(len(athena) >= 3, f"{len(athena)} Athena queries in the README")
+    check(len(athena) >= 4, f"{len(athena)} Athena queries in README.md and docs/querying.md")
     known = set(columns) | set(partitions)
     for sql in athena:
         try:
@@ -295,9 +348,9 @@ def main():
                 ok = len(parts) == 2 and parts[1] in columns["data"]
             else:
                 ok = (len(parts) == 1 and (parts[0] in known or parts[0] in aliases))
-            check(ok, f"README SQL names a real column: {'.'.join(parts)}")
+            check(ok, f"Athena SQL names a real column: {'.'.join(parts)}")
         for table_ref in tree.find_all(exp.Table):
-            check(f"{table_ref.db}.{table_ref.name}" == "mailhook.events", f"README SQL reads mailhook.events: {table_ref.sql()}")
+            check(f"{table_ref.db}.{table_ref.name}" == "mailhook.events", f"Athena SQL reads mailhook.events: {table_ref.sql()}")
 
     print(f"check_template: {len(passed)} passed, {len(failures)} failed")
     sys.exit(1 if failures else 0)
