@@ -139,25 +139,33 @@ pub fn compact_json(json: &str) -> String {
     out
 }
 
-/// What comes before `data` in a line (`ts`, `ip` and `ua` are strings, so this is its first
-/// occurrence) and what follows it (the last occurrence: the fields after `data` are strings).
+/// What comes before `data` in a line.
 const DATA_FIELD: &[u8] = b",\"data\":";
-const AFTER_DATA: &[u8] = b",\"webhook_id\":";
 /// The end of every line: `,"id":"<32 hex digits>"}`.
 const ID_FIELD: &[u8] = b",\"id\":\"";
 const ID_HEX: usize = 32;
 
-/// The id of a stored line (without its newline), if the line is whole: it ends with its id, and
-/// its `data` hashes to that id. A line cut short, or overwritten by a crash, fails the hash, so
-/// this is the check that recovers a segment after a power loss.
+/// The id of a stored line (without its newline), if the line is whole: it is one JSON object
+/// that ends with its id, and its top-level `data` hashes to that id. A line cut short, or
+/// overwritten by a crash, fails this, so this is the check that recovers a segment after a
+/// power loss. The whole line is parsed, not only its `data` span: a torn write with a hole (a
+/// lost page read as zeros, or stale bytes) can join one line's head to another's tail, and the
+/// tail alone would hash right.
 pub fn verify_line(line: &[u8]) -> Option<Id> {
+    /// The two fields the check needs; serde rejects a second `data` or `id`.
+    #[derive(serde::Deserialize)]
+    struct Stored<'a> {
+        #[serde(borrow)]
+        data: &'a RawValue,
+        #[serde(borrow)]
+        id: &'a str,
+    }
     let body = line.strip_suffix(b"\"}")?;
     let (head, id) = body.split_at_checked(body.len().checked_sub(ID_HEX)?)?;
     let id = Id::parse_hex(id)?;
-    let head = head.strip_suffix(ID_FIELD)?;
-    let start = memchr::memmem::find(head, DATA_FIELD)? + DATA_FIELD.len();
-    let end = memchr::memmem::rfind(head, AFTER_DATA)?;
-    (start <= end && Id::of(&head[start..end]) == id).then_some(id)
+    head.strip_suffix(ID_FIELD)?;
+    let stored: Stored<'_> = serde_json::from_slice(line).ok()?;
+    (Id::parse_hex(stored.id.as_bytes()) == Some(id) && Id::of(stored.data.get().as_bytes()) == id).then_some(id)
 }
 
 /// Which partition an event goes to: its own date, so that a resend lands beside the first try;
@@ -348,6 +356,23 @@ mod tests {
         let at = memchr::memmem::find(&changed, b"m@x").unwrap();
         changed[at] = b'n';
         assert_eq!(verify_line(&changed), None, "a changed byte in data");
+    }
+
+    /// A disk that lost one block of an unsynced write and kept the next: what recovery reads
+    /// where lines were is one line's head, zeros (or stale bytes), and another line's tail.
+    #[test]
+    fn a_line_joined_across_a_lost_block_does_not_verify() {
+        let a = record(r#"{"mailbox":"m@x","uid":1,"event":"new"}"#, datetime!(2025-11-26 16:50 UTC)).line;
+        let b = record(r#"{"mailbox":"m@x","uid":2,"event":"new"}"#, datetime!(2025-11-26 16:50 UTC)).line;
+        let b = &b[..b.len() - 1];
+        let head_of_a = &a[..20]; // before its `data`
+        let tail_of_b = &b[30..];
+        for filler in [&[0u8; 512][..], b"{\"ts\":\"2025-11-26\",\"stale\":\"", &a[..a.len() - 1]] {
+            for joined in [[filler, b].concat(), [head_of_a, filler, tail_of_b].concat()] {
+                assert_eq!(verify_line(&joined), None, "{}", String::from_utf8_lossy(&joined));
+            }
+        }
+        assert!(verify_line(b).is_some());
     }
 
     #[test]
