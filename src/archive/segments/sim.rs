@@ -2,7 +2,8 @@
 //! cache does, and logs it; a crash state is then rebuilt from the log by applying only what the
 //! disk may have kept: every write or truncate followed by an `fdatasync` of its file, every
 //! create, rename or remove followed by an fsync of its directory, and any prefix of the rest, in
-//! order, with the last write possibly torn at a sector (512 B) or page (4 KiB) boundary.
+//! order, with the last write possibly torn at a sector (512 B) or page (4 KiB) boundary, or
+//! with one of its sectors or pages lost while the rest of it is kept.
 //! Like FoundationDB's `AsyncFileNonDurable` or RocksDB's `FaultInjectionTestFS`, but as a log,
 //! so every state can be counted.
 
@@ -63,6 +64,19 @@ impl Image {
         }
     }
 
+    /// Flips the bits of `mask` in the byte at `at` of the file at `path`: a media error.
+    pub fn flip(&mut self, path: &Path, at: usize, mask: u8) {
+        let Some(Node::File(ino)) = self.node(path) else { panic!("{} is no file", path.display()) };
+        self.files[ino][at] ^= mask;
+    }
+
+    /// Makes a file at `path` holding `bytes`, as a user might.
+    pub fn put(&mut self, path: &Path, bytes: &[u8]) {
+        let (dir, name) = split(path).expect("a file in a directory");
+        self.files.push(bytes.to_vec());
+        self.dirs.get_mut(dir).expect("its directory exists").insert(name.to_owned(), Node::File(self.files.len() - 1));
+    }
+
     pub fn fingerprint(&self) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         // Unreachable inodes do not matter: hash what a path can reach.
@@ -87,16 +101,23 @@ impl Image {
         &mut self.files[ino]
     }
 
-    fn apply(&mut self, op: &Op, torn: Option<usize>) {
+    fn apply(&mut self, op: &Op, lost: Option<Lost>) {
         match op {
             Op::Write { ino, at, data } => {
-                let data = &data[..torn.unwrap_or(data.len())];
+                let at = *at as usize;
+                let (data, hole) = match lost {
+                    Some(Lost::Tail(kept)) => (&data[..kept], 0..0),
+                    Some(Lost::Hole(hole)) => (&data[..], hole),
+                    None => (&data[..], 0..0),
+                };
                 let file = self.file(*ino);
-                let end = *at as usize + data.len();
+                let end = at + data.len();
                 if file.len() < end {
                     file.resize(end, 0);
                 }
-                file[*at as usize..end].copy_from_slice(data);
+                // A lost block keeps what the disk held there before: zeros past the old end.
+                file[at..at + hole.start].copy_from_slice(&data[..hole.start]);
+                file[at + hole.end..end].copy_from_slice(&data[hole.end..]);
             }
             Op::SetLen { ino, len } => self.file(*ino).resize(*len as usize, 0),
             Op::Link { dir, name, node } => {
@@ -126,6 +147,14 @@ impl Image {
             Op::Sync { .. } | Op::SyncDir { .. } | Op::Acked(_) => {}
         }
     }
+}
+
+/// What a crash loses of a write that was not synced: all but its first bytes (a tear), or one
+/// block in it while the blocks after it are kept (a hole), as byte ranges of the write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Lost {
+    Tail(usize),
+    Hole(std::ops::Range<usize>),
 }
 
 fn split(path: &Path) -> Option<(&Path, &str)> {
@@ -464,9 +493,31 @@ impl DiskFile for SimFile {
 /// - only what is durable;
 /// - that and each prefix of the steps that are not, in order;
 /// - for each such prefix that ends with a write, that write torn at its first and last
-///   512-byte and 4 KiB boundaries;
+///   512-byte and 4 KiB boundaries, and that write with any one of its sectors or pages lost
+///   (holding what it held before) while the rest of it is kept;
 /// - every unsynced write and truncate, and no unsynced directory entry.
 pub(super) fn crash_states(base: &Image, log: &[Op], end: usize) -> Vec<Image> {
+    states(base, log, end, Family::All)
+}
+
+/// The states of `crash_states` without a hole.
+pub(super) fn whole_block_states(base: &Image, log: &[Op], end: usize) -> Vec<Image> {
+    states(base, log, end, Family::WholeBlocks)
+}
+
+/// The states of `crash_states` with a hole.
+pub(super) fn hole_states(base: &Image, log: &[Op], end: usize) -> Vec<Image> {
+    states(base, log, end, Family::Holes)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    All,
+    WholeBlocks,
+    Holes,
+}
+
+fn states(base: &Image, log: &[Op], end: usize, family: Family) -> Vec<Image> {
     let ops = &log[..end];
     let mut durable = vec![false; ops.len()];
     let mut synced_files = HashSet::new();
@@ -487,31 +538,65 @@ pub(super) fn crash_states(base: &Image, log: &[Op], end: usize) -> Vec<Image> {
         };
     }
     let pending: Vec<usize> = (0..ops.len()).filter(|&k| !durable[k]).collect();
-    let build = |kept: &dyn Fn(usize) -> bool, torn: Option<(usize, usize)>| {
+    let build = |kept: &dyn Fn(usize) -> bool, lost: Option<(usize, Lost)>| {
         let mut image = base.clone();
         for (k, op) in ops.iter().enumerate() {
             if durable[k] || kept(k) {
-                image.apply(op, torn.filter(|(at, _)| *at == k).map(|(_, n)| n));
+                image.apply(op, lost.clone().filter(|(at, _)| *at == k).map(|(_, l)| l));
             }
         }
         image
     };
-    let mut states = vec![build(&|_| false, None)];
+    let whole = family != Family::Holes;
+    let mut states = Vec::new();
+    if whole {
+        states.push(build(&|_| false, None));
+    }
     for n in 1..=pending.len() {
         let last = pending[n - 1];
         let kept = |k: usize| k <= last;
-        states.push(build(&kept, None));
-        if let Op::Write { at, data, .. } = &ops[last] {
+        let Op::Write { at, data, .. } = &ops[last] else {
+            if whole {
+                states.push(build(&kept, None));
+            }
+            continue;
+        };
+        if whole {
+            states.push(build(&kept, None));
             for cut in tears(*at, data.len()) {
-                states.push(build(&kept, Some((last, cut))));
+                states.push(build(&kept, Some((last, Lost::Tail(cut)))));
+            }
+        }
+        if family != Family::WholeBlocks {
+            for hole in holes(*at, data.len()) {
+                states.push(build(&kept, Some((last, Lost::Hole(hole)))));
             }
         }
     }
     let data_only = |k: usize| matches!(ops[k], Op::Write { .. } | Op::SetLen { .. });
-    if pending.iter().any(|&k| !data_only(k)) {
+    if whole && pending.iter().any(|&k| !data_only(k)) {
         states.push(build(&data_only, None));
     }
     states
+}
+
+/// The blocks of a write of `len` bytes at `at` that the disk may lose while keeping the rest:
+/// each 512-byte sector and each 4 KiB page it touches, as byte ranges of the write.
+fn holes(at: u64, len: usize) -> Vec<std::ops::Range<usize>> {
+    let end = at + len as u64;
+    let mut holes = Vec::new();
+    for block in [512u64, 4096] {
+        let mut start = at / block * block;
+        while start < end {
+            let from = start.max(at) - at;
+            let to = (start + block).min(end) - at;
+            holes.push(from as usize..to as usize);
+            start += block;
+        }
+    }
+    holes.sort_by_key(|h| (h.start, h.end));
+    holes.dedup();
+    holes
 }
 
 /// Where a write of `len` bytes at `at` can be torn: its first and last 512 B and 4 KiB
@@ -542,6 +627,32 @@ mod tests {
         assert_eq!(tears(0, 100), Vec::<usize>::new());
         assert_eq!(tears(0, 1000), [512]);
         assert_eq!(tears(100, 5000), [412, 3996, 4508]);
+    }
+
+    #[test]
+    fn holes_are_every_sector_and_every_page() {
+        assert_eq!((holes(0, 100).len(), holes(0, 100)[0].clone()), (1, 0..100));
+        assert_eq!(holes(100, 1000), [0..412, 0..1000, 412..924, 924..1000]);
+        assert_eq!(holes(0, 5000).len(), 10 + 2);
+    }
+
+    #[test]
+    fn a_hole_keeps_what_was_there_and_the_blocks_after_it() {
+        let root = PathBuf::from("/a");
+        let disk = SimDisk::new(Image::with_dir(&root), Mutation::None);
+        disk.sync_dir(&root).unwrap();
+        let file = disk.open(&root.join("f"), Open::CreateNew).unwrap();
+        disk.sync_dir(&root).unwrap();
+        file.write_all_at(&[b'a'; 600], 0).unwrap();
+        file.sync_data().unwrap();
+        file.write_all_at(&[b'b'; 1200], 400).unwrap();
+        let (base, log) = disk.trace();
+        let states = crash_states(&base, &log, log.len());
+        let mut expected = [b'a'; 600].to_vec();
+        expected.extend_from_slice(&[0; 1000]);
+        expected[400..512].fill(b'b');
+        expected[1024..1600].fill(b'b');
+        assert!(states.iter().any(|s| s.read(&root.join("f")) == Some(&expected[..])), "sector 512..1024 lost");
     }
 
     #[test]
