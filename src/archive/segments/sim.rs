@@ -101,23 +101,16 @@ impl Image {
         &mut self.files[ino]
     }
 
-    fn apply(&mut self, op: &Op, lost: Option<Lost>) {
+    fn apply(&mut self, op: &Op, torn: Option<usize>) {
         match op {
             Op::Write { ino, at, data } => {
-                let at = *at as usize;
-                let (data, hole) = match lost {
-                    Some(Lost::Tail(kept)) => (&data[..kept], 0..0),
-                    Some(Lost::Hole(hole)) => (&data[..], hole),
-                    None => (&data[..], 0..0),
-                };
+                let data = &data[..torn.unwrap_or(data.len())];
                 let file = self.file(*ino);
-                let end = at + data.len();
+                let end = *at as usize + data.len();
                 if file.len() < end {
                     file.resize(end, 0);
                 }
-                // A lost block keeps what the disk held there before: zeros past the old end.
-                file[at..at + hole.start].copy_from_slice(&data[..hole.start]);
-                file[at + hole.end..end].copy_from_slice(&data[hole.end..]);
+                file[*at as usize..end].copy_from_slice(data);
             }
             Op::SetLen { ino, len } => self.file(*ino).resize(*len as usize, 0),
             Op::Link { dir, name, node } => {
@@ -147,14 +140,6 @@ impl Image {
             Op::Sync { .. } | Op::SyncDir { .. } | Op::Acked(_) => {}
         }
     }
-}
-
-/// What a crash loses of a write that was not synced: all but its first bytes (a tear), or one
-/// block in it while the blocks after it are kept (a hole), as byte ranges of the write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Lost {
-    Tail(usize),
-    Hole(std::ops::Range<usize>),
 }
 
 fn split(path: &Path) -> Option<(&Path, &str)> {
@@ -538,11 +523,11 @@ fn states(base: &Image, log: &[Op], end: usize, family: Family) -> Vec<Image> {
         };
     }
     let pending: Vec<usize> = (0..ops.len()).filter(|&k| !durable[k]).collect();
-    let build = |kept: &dyn Fn(usize) -> bool, lost: Option<(usize, Lost)>| {
+    let build = |kept: &dyn Fn(usize) -> bool, torn: Option<(usize, usize)>| {
         let mut image = base.clone();
         for (k, op) in ops.iter().enumerate() {
             if durable[k] || kept(k) {
-                image.apply(op, lost.clone().filter(|(at, _)| *at == k).map(|(_, l)| l));
+                image.apply(op, torn.filter(|(at, _)| *at == k).map(|(_, n)| n));
             }
         }
         image
@@ -555,7 +540,7 @@ fn states(base: &Image, log: &[Op], end: usize, family: Family) -> Vec<Image> {
     for n in 1..=pending.len() {
         let last = pending[n - 1];
         let kept = |k: usize| k <= last;
-        let Op::Write { at, data, .. } = &ops[last] else {
+        let Op::Write { ino, at, data } = &ops[last] else {
             if whole {
                 states.push(build(&kept, None));
             }
@@ -564,12 +549,23 @@ fn states(base: &Image, log: &[Op], end: usize, family: Family) -> Vec<Image> {
         if whole {
             states.push(build(&kept, None));
             for cut in tears(*at, data.len()) {
-                states.push(build(&kept, Some((last, Lost::Tail(cut)))));
+                states.push(build(&kept, Some((last, cut))));
             }
         }
         if family != Family::WholeBlocks {
-            for hole in holes(*at, data.len()) {
-                states.push(build(&kept, Some((last, Lost::Hole(hole)))));
+            // The write kept whole, with a block of it put back as the state before it held it
+            // (zeros past the file's old end). No later step in the state touches this file's
+            // data: a later durable one would have needed a sync that made this write durable.
+            let (whole, before) = (build(&kept, None), build(&|k| k < last, None));
+            let old = before.files.get(*ino).map_or(&[][..], Vec::as_slice);
+            let at = *at as usize;
+            for hole in holes(at as u64, data.len()) {
+                let was: Vec<u8> = (at + hole.start..at + hole.end).map(|i| old.get(i).copied().unwrap_or(0)).collect();
+                if was != data[hole.clone()] {
+                    let mut image = whole.clone();
+                    image.files[*ino][at + hole.start..at + hole.end].copy_from_slice(&was);
+                    states.push(image);
+                }
             }
         }
     }
