@@ -6,11 +6,15 @@
 //! after a kill: between batches, between a batch's write and its `fdatasync` (half the time on
 //! a disk with room for the lines but not for the zeros written ahead), and in the first start,
 //! before it synced the directories it made. At every step of its log, every crash state the
-//! disk allows is rebuilt, and the real recovery is started on it. Then the promises are checked, not the internals:
+//! disk allows is rebuilt (with one sector or page of the last unsynced write lost, too), and the
+//! real recovery is started on it. Then the promises are checked, not the internals:
 //! - every event answered before the crash is visible exactly once;
-//! - every visible line is whole and verifies;
+//! - every visible line is whole, parses as JSON, and verifies;
 //! - a crash at any step of that recovery recovers too, with the same promises;
 //! - a resend of every event afterwards is answered, and none is stored twice.
+//!
+//! Faults that are not crashes are enumerated too: a sealed segment with one flipped byte at
+//! every position of a line, and a user's own files in a partition.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
