@@ -139,19 +139,32 @@ pub fn compact_json(json: &str) -> String {
     out
 }
 
-/// What comes before `data` in a line.
+/// What comes before `data` in a line (`ts`, `ip` and `ua` are strings, so this is its first
+/// occurrence) and what follows it (the last occurrence: the fields after `data` are strings).
 const DATA_FIELD: &[u8] = b",\"data\":";
+const AFTER_DATA: &[u8] = b",\"webhook_id\":";
 /// The end of every line: `,"id":"<32 hex digits>"}`.
 const ID_FIELD: &[u8] = b",\"id\":\"";
 const ID_HEX: usize = 32;
 
-/// The id of a stored line (without its newline), if the line is whole: it is one JSON object
-/// that ends with its id, and its top-level `data` hashes to that id. A line cut short, or
-/// overwritten by a crash, fails this, so this is the check that recovers a segment after a
-/// power loss. The whole line is parsed, not only its `data` span: a torn write with a hole (a
-/// lost page read as zeros, or stale bytes) can join one line's head to another's tail, and the
-/// tail alone would hash right.
+/// The id of a stored line (without its newline), if it ends with its id and its `data` hashes
+/// to that id. Enough for an object S3 stored whole; a line read back from a local file after a
+/// crash needs `verify_whole_line`.
 pub fn verify_line(line: &[u8]) -> Option<Id> {
+    let body = line.strip_suffix(b"\"}")?;
+    let (head, id) = body.split_at_checked(body.len().checked_sub(ID_HEX)?)?;
+    let id = Id::parse_hex(id)?;
+    let head = head.strip_suffix(ID_FIELD)?;
+    let start = memchr::memmem::find(head, DATA_FIELD)? + DATA_FIELD.len();
+    let end = memchr::memmem::rfind(head, AFTER_DATA)?;
+    (start <= end && Id::of(&head[start..end]) == id).then_some(id)
+}
+
+/// As `verify_line`, and the whole line is one JSON object whose top-level `data` is the span
+/// that hashes to its id: the check that recovers a local segment after a power loss. A torn
+/// write with a hole (a lost block read as zeros, or stale bytes) can join one line's head, or
+/// nothing, to another's tail, and the tail alone would pass `verify_line`.
+pub fn verify_whole_line(line: &[u8]) -> Option<Id> {
     /// The two fields the check needs; serde rejects a second `data` or `id`.
     #[derive(serde::Deserialize)]
     struct Stored<'a> {
@@ -160,10 +173,7 @@ pub fn verify_line(line: &[u8]) -> Option<Id> {
         #[serde(borrow)]
         id: &'a str,
     }
-    let body = line.strip_suffix(b"\"}")?;
-    let (head, id) = body.split_at_checked(body.len().checked_sub(ID_HEX)?)?;
-    let id = Id::parse_hex(id)?;
-    head.strip_suffix(ID_FIELD)?;
+    let id = verify_line(line)?;
     let stored: Stored<'_> = serde_json::from_slice(line).ok()?;
     (Id::parse_hex(stored.id.as_bytes()) == Some(id) && Id::of(stored.data.get().as_bytes()) == id).then_some(id)
 }
@@ -369,10 +379,10 @@ mod tests {
         let tail_of_b = &b[30..];
         for filler in [&[0u8; 512][..], b"{\"ts\":\"2025-11-26\",\"stale\":\"", &a[..a.len() - 1]] {
             for joined in [[filler, b].concat(), [head_of_a, filler, tail_of_b].concat()] {
-                assert_eq!(verify_line(&joined), None, "{}", String::from_utf8_lossy(&joined));
+                assert_eq!(verify_whole_line(&joined), None, "{}", String::from_utf8_lossy(&joined));
             }
         }
-        assert!(verify_line(b).is_some());
+        assert!(verify_whole_line(b).is_some());
     }
 
     #[test]

@@ -30,7 +30,7 @@ use super::sim::{Image, Kill, Killed, Mutation, Op, SimDisk, crash_states, hole_
 use super::writer::{Job, Writer};
 use crate::archive::Stored;
 use crate::key::{Id, Key, LINES_SUFFIX, parse_partition};
-use crate::record::{Meta, Record, verify_line};
+use crate::record::{Meta, Record, verify_whole_line};
 use crate::webhook::parse_body;
 
 /// Three levels deep, on a disk that has only `/`: the first start makes all three.
@@ -239,8 +239,8 @@ struct Kills {
 
 /// The ids of the lines a reader sees (`dt=*/*.jsonl`) in the segments mailhook made, each as
 /// often as it is there; an error for a visible line that is not whole, not JSON, or does not
-/// verify. JSON is checked here on its own, apart from `verify_line`, so that a recovery that
-/// keeps what a reader cannot parse fails this even with a weaker `verify_line`.
+/// verify. JSON is checked here on its own, apart from `verify_whole_line`, so that a recovery that
+/// keeps what a reader cannot parse fails this even with a weaker check.
 fn visible(image: &Image) -> Result<HashMap<Id, usize>, String> {
     let mut ids = HashMap::new();
     for partition in image.names(Path::new(ROOT)).into_iter().filter(|n| parse_partition(n).is_some()) {
@@ -259,7 +259,7 @@ fn visible(image: &Image) -> Result<HashMap<Id, usize>, String> {
                 }
                 let id = line
                     .strip_suffix(b"\n")
-                    .and_then(verify_line)
+                    .and_then(verify_whole_line)
                     .ok_or_else(|| format!("{partition}/{name} shows a line that does not verify"))?;
                 *ids.entry(id).or_insert(0) += 1;
             }
@@ -550,7 +550,7 @@ fn a_flipped_byte_in_a_sealed_segment_costs_at_most_its_own_line() {
             flipped.flip(&segment, at, mask);
             let damaged = flipped.read(&segment).unwrap().to_vec();
             let newline = at == hit.end - 1;
-            let still_whole = verify_line(&damaged[hit.start..hit.end - 1]).is_some() && !newline;
+            let still_whole = verify_whole_line(&damaged[hit.start..hit.end - 1]).is_some() && !newline;
             let lost = (!newline && !still_whole).then_some(events[1].key.id);
             let deep = newline || (at - hit.start) % 16 == 0;
             let (after, states) = resend_all_at_every_crash(&flipped, &events, lost, deep)

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use super::disk::{Disk, DiskFile, Open, Reader};
 use crate::key::{Id, LINES_SUFFIX, parse_partition};
-use crate::record::verify_line;
+use crate::record::verify_whole_line;
 
 /// Held while a process writes the directory, so two cannot append to the same segments.
 const LOCK_FILE: &str = ".mailhook.lock";
@@ -209,7 +209,7 @@ pub(crate) fn whole_lines(file: &dyn DiskFile, mut f: impl FnMut(Id)) -> io::Res
     loop {
         line.clear();
         let read = reader.read_until(b'\n', &mut line)?;
-        let Some(id) = line.strip_suffix(b"\n").and_then(verify_line) else { return Ok(whole) };
+        let Some(id) = line.strip_suffix(b"\n").and_then(verify_whole_line) else { return Ok(whole) };
         f(id);
         whole += read as u64;
     }
@@ -228,7 +228,7 @@ pub(crate) fn sealed_lines(file: &dyn DiskFile, mut f: impl FnMut(Id)) -> io::Re
         if reader.read_until(b'\n', &mut run)? == 0 {
             return Ok(bad);
         }
-        match run.strip_suffix(b"\n").and_then(verify_line) {
+        match run.strip_suffix(b"\n").and_then(verify_whole_line) {
             Some(id) => f(id),
             None => {
                 bad += 1;
@@ -244,7 +244,7 @@ fn salvage(run: &[u8], mut f: impl FnMut(&[u8], Id)) {
     let mut start = 0;
     for end in memchr::memmem::find_iter(run, b"\"}").map(|at| at + 2) {
         if end > start
-            && let Some(id) = verify_line(&run[start..end])
+            && let Some(id) = verify_whole_line(&run[start..end])
         {
             f(&run[start..end], id);
             start = end + 1;
@@ -265,7 +265,7 @@ pub(crate) fn quarantine(disk: &dyn Disk, dir: &Path, stem: &str) -> io::Result<
     Reader { file: &*disk.open(&path, Open::Existing)?, pos: 0 }.read_to_end(&mut bytes)?;
     let (mut kept, mut moved, mut runs) = (Vec::new(), Vec::new(), 0);
     for run in bytes.split_inclusive(|&b| b == b'\n') {
-        if run.strip_suffix(b"\n").and_then(verify_line).is_some() {
+        if run.strip_suffix(b"\n").and_then(verify_whole_line).is_some() {
             kept.extend_from_slice(run);
         } else {
             runs += 1;
