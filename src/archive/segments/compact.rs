@@ -16,7 +16,7 @@ use time::Date;
 
 use super::SEGMENT_BYTES;
 use super::disk::{Disk, DiskFile, Open, Reader, RealDisk};
-use super::files::{self, Names, lock, partitions, recover, whole_lines};
+use super::files::{self, Names, lock, partitions, recover, sealed_lines};
 use crate::compact::{Compactor, Done, Options, Report, cutoff, drive, mergeable};
 use crate::key::{LINES_SUFFIX, event_file_id, partition_name};
 
@@ -66,8 +66,9 @@ fn partition(disk: &dyn Disk, dir: &Path, options: &Options, names: &mut Names, 
             if disk.modified(&path)? <= cutoff {
                 candidates.push((path, id));
             }
-        } else if name.ends_with(LINES_SUFFIX) && !name.starts_with('.') {
-            whole_lines(&*disk.open(&path, Open::Existing)?, |id| {
+        } else if name.strip_suffix(LINES_SUFFIX).is_some_and(files::is_segment) {
+            // Every line that verifies, also past one that does not; a user's own file does not count.
+            sealed_lines(&*disk.open(&path, Open::Existing)?, |id| {
                 known.insert(id);
             })?;
         }

@@ -1,14 +1,14 @@
 //! The file-level steps of the local archive: its lock, the names of hidden files, recovery
 //! after a crash, and reading whole lines. Every step goes through the `Disk` seam.
 
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
 use super::disk::{Disk, DiskFile, Open, Reader};
 use crate::key::{Id, LINES_SUFFIX, parse_partition};
-use crate::record::verify_line;
+use crate::record::verify_whole_line;
 
 /// Held while a process writes the directory, so two cannot append to the same segments.
 const LOCK_FILE: &str = ".mailhook.lock";
@@ -16,6 +16,11 @@ const LIVE_SUFFIX: &str = ".live";
 const SNAPSHOT_SUFFIX: &str = ".snap";
 /// A segment `mailhook compact` is writing; renamed to `<name>.jsonl` once synced.
 const MERGE_SUFFIX: &str = ".merge";
+/// A sealed segment's lines that verify, written while what does not is moved out of it.
+const CLEAN_SUFFIX: &str = ".clean";
+/// What was moved out of a sealed segment because it does not verify: hidden, and with no
+/// `.jsonl` in its name, so no reader's glob meets it; never removed by mailhook.
+const QUARANTINE_SUFFIX: &str = ".quarantined";
 /// What the first segment version called them; a start after an upgrade seals and removes these too.
 const OLD_LIVE_SUFFIX: &str = ".jsonl.live";
 const OLD_SNAPSHOT_SUFFIX: &str = ".jsonl.snap";
@@ -39,6 +44,21 @@ pub(crate) fn snapshot(dir: &Path, name: &str) -> PathBuf {
 /// A segment the local compaction is writing.
 pub(crate) fn merge(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!(".{name}{MERGE_SUFFIX}"))
+}
+
+/// Whether `stem` (a `.jsonl` file's name without it) names a segment mailhook made:
+/// `YYYYMMDDTHHMMSS.mmmZ-<counter>`, as `Names` makes them.
+pub(crate) fn is_segment(stem: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let Some((run, counter)) = stem.split_once('-') else { return false };
+    let (date, time) = run.split_at_checked(8).unwrap_or_default();
+    digits(date)
+        && digits(counter)
+        && time
+            .strip_prefix('T')
+            .and_then(|t| t.strip_suffix('Z'))
+            .and_then(|t| t.split_once('.'))
+            .is_some_and(|(hms, ms)| hms.len() == 6 && ms.len() == 3 && digits(hms) && digits(ms))
 }
 
 /// Whether a start has taken the directory's lock before, and so got past its directory syncs:
@@ -131,10 +151,11 @@ pub(crate) fn recover(disk: &dyn Disk, root: &Path) -> io::Result<()> {
         for (file_name, _) in names {
             let path = dir.join(&file_name);
             let hidden = file_name.strip_prefix('.');
-            // Snapshots are copies, and a merge a compaction did not finish still has its per-event files.
-            if hidden
-                .is_some_and(|n| [SNAPSHOT_SUFFIX, OLD_SNAPSHOT_SUFFIX, MERGE_SUFFIX].iter().any(|s| n.ends_with(s)))
-            {
+            // Snapshots are copies, a merge a compaction did not finish still has its per-event
+            // files, and a clean copy not renamed yet left its segment as it was.
+            if hidden.is_some_and(|n| {
+                [SNAPSHOT_SUFFIX, OLD_SNAPSHOT_SUFFIX, MERGE_SUFFIX, CLEAN_SUFFIX].iter().any(|s| n.ends_with(s))
+            }) {
                 disk.remove_file(&path)?;
                 changed = true;
             } else if let Some(name) =
@@ -188,10 +209,93 @@ pub(crate) fn whole_lines(file: &dyn DiskFile, mut f: impl FnMut(Id)) -> io::Res
     loop {
         line.clear();
         let read = reader.read_until(b'\n', &mut line)?;
-        let Some(id) = line.strip_suffix(b"\n").and_then(verify_line) else { return Ok(whole) };
+        let Some(id) = line.strip_suffix(b"\n").and_then(verify_whole_line) else { return Ok(whole) };
         f(id);
         whole += read as u64;
     }
+}
+
+/// Passes the id of every line of a sealed (visible) segment that verifies to `f`, and returns
+/// how many runs of bytes between newlines did not verify as one line. Unlike a live segment's
+/// tail, nothing follows such a run only because of it: the lines after it were acknowledged.
+/// A run may hold whole lines (a newline changed into another byte joins two): those count too.
+pub(crate) fn sealed_lines(file: &dyn DiskFile, mut f: impl FnMut(Id)) -> io::Result<u64> {
+    let mut reader = BufReader::with_capacity(1 << 16, Reader { file, pos: 0 });
+    let mut run = Vec::new();
+    let mut bad = 0;
+    loop {
+        run.clear();
+        if reader.read_until(b'\n', &mut run)? == 0 {
+            return Ok(bad);
+        }
+        match run.strip_suffix(b"\n").and_then(verify_whole_line) {
+            Some(id) => f(id),
+            None => {
+                bad += 1;
+                salvage(run.strip_suffix(b"\n").unwrap_or(&run), |_, id| f(id));
+            }
+        }
+    }
+}
+
+/// The whole lines inside a run of bytes that does not verify as one line: each piece ending in
+/// `"}` that verifies, the byte after it taken for a newline that was changed.
+fn salvage(run: &[u8], mut f: impl FnMut(&[u8], Id)) {
+    let mut start = 0;
+    for end in memchr::memmem::find_iter(run, b"\"}").map(|at| at + 2) {
+        if end > start
+            && let Some(id) = verify_whole_line(&run[start..end])
+        {
+            f(&run[start..end], id);
+            start = end + 1;
+        }
+    }
+}
+
+/// Moves every run of bytes in the sealed segment `<stem>.jsonl` that does not verify as a line,
+/// byte for byte, to `.<stem>.<hash>.quarantined` beside it, and keeps every line that verifies
+/// (those salvaged from such a run too) in the segment, in order; a segment left with no line is
+/// removed. The quarantine is durable before the segment is replaced, and the replacement is a
+/// rename of a synced copy: a crash at any step leaves the segment whole or cleaned. Its name
+/// comes from what it holds, so a crash and a second try write the same file again, and a later
+/// fault in the same segment never overwrites an earlier quarantine. Returns how many runs moved.
+pub(crate) fn quarantine(disk: &dyn Disk, dir: &Path, stem: &str) -> io::Result<(u64, PathBuf)> {
+    let path = sealed(dir, stem);
+    let mut bytes = Vec::new();
+    Reader { file: &*disk.open(&path, Open::Existing)?, pos: 0 }.read_to_end(&mut bytes)?;
+    let (mut kept, mut moved, mut runs) = (Vec::new(), Vec::new(), 0);
+    for run in bytes.split_inclusive(|&b| b == b'\n') {
+        if run.strip_suffix(b"\n").and_then(verify_whole_line).is_some() {
+            kept.extend_from_slice(run);
+        } else {
+            runs += 1;
+            moved.extend_from_slice(run);
+            salvage(run.strip_suffix(b"\n").unwrap_or(run), |line, _| {
+                kept.extend_from_slice(line);
+                kept.push(b'\n');
+            });
+        }
+    }
+    let out = dir.join(format!(".{stem}.{}{QUARANTINE_SUFFIX}", Id::of(&moved)));
+    if runs == 0 {
+        return Ok((0, out));
+    }
+    let file = disk.open(&out, Open::Truncate)?;
+    file.write_all_at(&moved, 0)?;
+    file.sync_all()?;
+    if kept.is_empty() {
+        disk.sync_dir(dir)?;
+        disk.remove_file(&path)?;
+    } else {
+        let clean = dir.join(format!(".{stem}{CLEAN_SUFFIX}"));
+        let file = disk.open(&clean, Open::Truncate)?;
+        file.write_all_at(&kept, 0)?;
+        file.sync_all()?;
+        disk.sync_dir(dir)?;
+        disk.rename(&clean, &path)?;
+    }
+    disk.sync_dir(dir)?;
+    Ok((runs, out))
 }
 
 /// Writes zeros over `from..to` of `file`.

@@ -4,12 +4,14 @@
 //! - `<segment>.jsonl`: a sealed segment, or the published snapshot of the live one. Readers
 //!   (`dt=*/*.jsonl`) see only these, and only whole lines.
 //! - `.<segment>.live`: the segment being appended to. Only its durable length counts.
+//! - `.<segment>.<hash>.quarantined`: what was moved out of a sealed segment because it does not
+//!   verify (a media error, a hand edit); never read or removed by mailhook.
 //!
 //! - `writer.rs`: the one writer thread, which answers a line only after its `fdatasync`;
 //! - `partition.rs`: a partition's id index (so a resend, across restarts too, is
 //!   `AlreadyPresent`) and its live segment: append, publish every few seconds, seal;
 //! - `files.rs`: the lock, hidden names, and the recovery that seals what a dead process left,
-//!   cut back to its last line that verifies;
+//!   cut back to its last line that verifies, and the quarantine of sealed segments;
 //! - `disk.rs`: the seam every disk step goes through, so tests can enumerate crash states;
 //! - `compact.rs`: `mailhook compact` for a directory, which merges per-event files into segments.
 
@@ -27,6 +29,7 @@ mod sim;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -80,6 +83,8 @@ pub struct DirArchive {
     root: PathBuf,
     jobs: mpsc::SyncSender<Msg>,
     queue_limit: usize,
+    /// Runs of bytes the writer moved out of sealed segments into quarantine files.
+    quarantined: Arc<AtomicU64>,
 }
 
 impl DirArchive {
@@ -90,6 +95,12 @@ impl DirArchive {
         Self::open_with(root, Tuning::default())
     }
 
+    /// How many runs of bytes that do not verify this archive has moved out of sealed segments
+    /// into quarantine files since it was opened: the hook for a local metric (and alarm).
+    pub fn quarantined_runs(&self) -> u64 {
+        self.quarantined.load(Ordering::Relaxed)
+    }
+
     /// As `open`, with other settings.
     pub(crate) fn open_with(root: impl Into<PathBuf>, tuning: Tuning) -> io::Result<Self> {
         Self::open_on(RealDisk::shared(), root.into(), tuning)
@@ -98,9 +109,10 @@ impl DirArchive {
     /// As `open`, on another disk.
     pub(crate) fn open_on(disk: Arc<dyn Disk>, root: PathBuf, tuning: Tuning) -> io::Result<Self> {
         let writer = Writer::start(disk, root.clone(), tuning)?;
+        let quarantined = writer.quarantined.clone();
         let (jobs, queue) = mpsc::sync_channel(tuning.queue_limit);
         std::thread::Builder::new().name("mailhook-archive".into()).spawn(move || writer.run(&queue))?;
-        Ok(DirArchive { root, jobs, queue_limit: tuning.queue_limit })
+        Ok(DirArchive { root, jobs, queue_limit: tuning.queue_limit, quarantined })
     }
 }
 
@@ -147,6 +159,7 @@ impl Writer {
             names: Names::new(),
             partitions: BTreeMap::new(),
             evicted_at: Instant::now(),
+            quarantined: Arc::default(),
             _lock: lock,
         })
     }

@@ -11,7 +11,7 @@ use time::Date;
 
 use super::Tuning;
 use super::disk::{Disk, DiskFile, Open};
-use super::files::{self, Names, whole_lines, write_zeros};
+use super::files::{self, Names, sealed_lines, write_zeros};
 use crate::key::{Id, LINES_SUFFIX, event_file_id, partition_name};
 
 /// The live segment is written with zeros this far ahead of its lines, so that an `fdatasync`
@@ -28,6 +28,8 @@ pub(super) struct Partition {
     /// Segments no longer appended to whose seal failed: they hold acknowledged lines that the
     /// visible files may not, so the partition stays in memory until they are sealed.
     stranded: Vec<Segment>,
+    /// Runs of bytes the load moved out of sealed segments.
+    pub quarantined: u64,
 }
 
 struct Segment {
@@ -50,6 +52,7 @@ struct Segment {
 impl Partition {
     /// Opens a partition, creating its directory, and indexes the ids of every line in it: the
     /// segments' lines that verify, and the per-event files written before segments, by name.
+    /// What does not verify in a sealed segment is moved to a quarantine file beside it.
     pub fn load(disk: Arc<dyn Disk>, root: &Path, date: Date) -> io::Result<Partition> {
         let dir = root.join(partition_name(date));
         disk.create_dir_all(&dir)?;
@@ -57,24 +60,36 @@ impl Partition {
         // it and then failed to sync its entry, and lines are about to be answered in it.
         disk.sync_dir(root)?;
         let mut ids = HashSet::new();
+        let mut quarantined = 0;
         for (name, _) in disk.read_dir(&dir)? {
             if let Some(id) = event_file_id(&name) {
                 ids.insert(id);
-            } else if name.ends_with(LINES_SUFFIX) && !name.starts_with('.') {
+            } else if let Some(stem) = name.strip_suffix(LINES_SUFFIX).filter(|_| !name.starts_with('.')) {
                 let path = dir.join(&name);
-                let file = disk.open(&path, Open::Existing)?;
-                let whole = whole_lines(&*file, |id| {
+                if !files::is_segment(stem) {
+                    // A user's own file, or another tool's: never changed, and its lines do not
+                    // count as stored (a resend is stored in a segment of mailhook's own).
+                    tracing::warn!(file = %path.display(), "not a segment mailhook made: left as it is, and not indexed");
+                    continue;
+                }
+                let bad = sealed_lines(&*disk.open(&path, Open::Existing)?, |id| {
                     ids.insert(id);
                 })?;
-                if whole < file.len()? {
-                    // Only a failed sync followed by a crash leaves this: a cut that never reached the disk.
-                    tracing::warn!(segment = %path.display(), kept = whole, "cut a sealed segment back to its whole lines");
-                    file.set_len(whole)?;
-                    file.sync_all()?;
+                if bad > 0 {
+                    // A media error, or a hand edit: the lines acknowledged around it stay.
+                    match files::quarantine(&*disk, &dir, stem) {
+                        Ok((moved, to)) => {
+                            quarantined += moved;
+                            tracing::error!(segment = %path.display(), quarantined = moved, to = %to.display(), "moved what does not verify out of a sealed segment");
+                        }
+                        Err(e) => {
+                            tracing::error!(segment = %path.display(), bad, error = %e, "a sealed segment holds what does not verify, and moving it out failed; tried again at the next load");
+                        }
+                    }
                 }
             }
         }
-        Ok(Partition { disk, dir, ids, live: None, stranded: Vec::new() })
+        Ok(Partition { disk, dir, ids, live: None, stranded: Vec::new(), quarantined })
     }
 
     /// Appends `lines` to the live segment (a new one if there is none or it is full) and syncs.

@@ -2,7 +2,8 @@
 //! cache does, and logs it; a crash state is then rebuilt from the log by applying only what the
 //! disk may have kept: every write or truncate followed by an `fdatasync` of its file, every
 //! create, rename or remove followed by an fsync of its directory, and any prefix of the rest, in
-//! order, with the last write possibly torn at a sector (512 B) or page (4 KiB) boundary.
+//! order, with the last write possibly torn at a sector (512 B) or page (4 KiB) boundary, or
+//! with one of its sectors or pages lost while the rest of it is kept.
 //! Like FoundationDB's `AsyncFileNonDurable` or RocksDB's `FaultInjectionTestFS`, but as a log,
 //! so every state can be counted.
 
@@ -61,6 +62,19 @@ impl Image {
             Node::File(ino) => Some(&self.files[ino]),
             Node::Dir => None,
         }
+    }
+
+    /// Flips the bits of `mask` in the byte at `at` of the file at `path`: a media error.
+    pub fn flip(&mut self, path: &Path, at: usize, mask: u8) {
+        let Some(Node::File(ino)) = self.node(path) else { panic!("{} is no file", path.display()) };
+        self.files[ino][at] ^= mask;
+    }
+
+    /// Makes a file at `path` holding `bytes`, as a user might.
+    pub fn put(&mut self, path: &Path, bytes: &[u8]) {
+        let (dir, name) = split(path).expect("a file in a directory");
+        self.files.push(bytes.to_vec());
+        self.dirs.get_mut(dir).expect("its directory exists").insert(name.to_owned(), Node::File(self.files.len() - 1));
     }
 
     pub fn fingerprint(&self) -> u64 {
@@ -464,9 +478,31 @@ impl DiskFile for SimFile {
 /// - only what is durable;
 /// - that and each prefix of the steps that are not, in order;
 /// - for each such prefix that ends with a write, that write torn at its first and last
-///   512-byte and 4 KiB boundaries;
+///   512-byte and 4 KiB boundaries, and that write with any one of its sectors or pages lost
+///   (holding what it held before) while the rest of it is kept;
 /// - every unsynced write and truncate, and no unsynced directory entry.
 pub(super) fn crash_states(base: &Image, log: &[Op], end: usize) -> Vec<Image> {
+    states(base, log, end, Family::All)
+}
+
+/// The states of `crash_states` without a hole.
+pub(super) fn whole_block_states(base: &Image, log: &[Op], end: usize) -> Vec<Image> {
+    states(base, log, end, Family::WholeBlocks)
+}
+
+/// The states of `crash_states` with a hole.
+pub(super) fn hole_states(base: &Image, log: &[Op], end: usize) -> Vec<Image> {
+    states(base, log, end, Family::Holes)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    All,
+    WholeBlocks,
+    Holes,
+}
+
+fn states(base: &Image, log: &[Op], end: usize, family: Family) -> Vec<Image> {
     let ops = &log[..end];
     let mut durable = vec![false; ops.len()];
     let mut synced_files = HashSet::new();
@@ -496,22 +532,67 @@ pub(super) fn crash_states(base: &Image, log: &[Op], end: usize) -> Vec<Image> {
         }
         image
     };
-    let mut states = vec![build(&|_| false, None)];
+    let whole = family != Family::Holes;
+    let mut states = Vec::new();
+    if whole {
+        states.push(build(&|_| false, None));
+    }
     for n in 1..=pending.len() {
         let last = pending[n - 1];
         let kept = |k: usize| k <= last;
-        states.push(build(&kept, None));
-        if let Op::Write { at, data, .. } = &ops[last] {
+        let Op::Write { ino, at, data } = &ops[last] else {
+            if whole {
+                states.push(build(&kept, None));
+            }
+            continue;
+        };
+        if whole {
+            states.push(build(&kept, None));
             for cut in tears(*at, data.len()) {
                 states.push(build(&kept, Some((last, cut))));
             }
         }
+        if family != Family::WholeBlocks {
+            // The write kept whole, with a block of it put back as the state before it held it
+            // (zeros past the file's old end). No later step in the state touches this file's
+            // data: a later durable one would have needed a sync that made this write durable.
+            let (whole, before) = (build(&kept, None), build(&|k| k < last, None));
+            let old = before.files.get(*ino).map_or(&[][..], Vec::as_slice);
+            let at = *at as usize;
+            for hole in holes(at as u64, data.len()) {
+                let was: Vec<u8> = (at + hole.start..at + hole.end).map(|i| old.get(i).copied().unwrap_or(0)).collect();
+                if was != data[hole.clone()] {
+                    let mut image = whole.clone();
+                    image.files[*ino][at + hole.start..at + hole.end].copy_from_slice(&was);
+                    states.push(image);
+                }
+            }
+        }
     }
     let data_only = |k: usize| matches!(ops[k], Op::Write { .. } | Op::SetLen { .. });
-    if pending.iter().any(|&k| !data_only(k)) {
+    if whole && pending.iter().any(|&k| !data_only(k)) {
         states.push(build(&data_only, None));
     }
     states
+}
+
+/// The blocks of a write of `len` bytes at `at` that the disk may lose while keeping the rest:
+/// each 512-byte sector and each 4 KiB page it touches, as byte ranges of the write.
+fn holes(at: u64, len: usize) -> Vec<std::ops::Range<usize>> {
+    let end = at + len as u64;
+    let mut holes = Vec::new();
+    for block in [512u64, 4096] {
+        let mut start = at / block * block;
+        while start < end {
+            let from = start.max(at) - at;
+            let to = (start + block).min(end) - at;
+            holes.push(from as usize..to as usize);
+            start += block;
+        }
+    }
+    holes.sort_by_key(|h| (h.start, h.end));
+    holes.dedup();
+    holes
 }
 
 /// Where a write of `len` bytes at `at` can be torn: its first and last 512 B and 4 KiB
@@ -542,6 +623,32 @@ mod tests {
         assert_eq!(tears(0, 100), Vec::<usize>::new());
         assert_eq!(tears(0, 1000), [512]);
         assert_eq!(tears(100, 5000), [412, 3996, 4508]);
+    }
+
+    #[test]
+    fn holes_are_every_sector_and_every_page() {
+        assert_eq!((holes(0, 100).len(), holes(0, 100)[0].clone()), (1, 0..100));
+        assert_eq!(holes(100, 1000), [0..412, 0..1000, 412..924, 924..1000]);
+        assert_eq!(holes(0, 5000).len(), 10 + 2);
+    }
+
+    #[test]
+    fn a_hole_keeps_what_was_there_and_the_blocks_after_it() {
+        let root = PathBuf::from("/a");
+        let disk = SimDisk::new(Image::with_dir(&root), Mutation::None);
+        disk.sync_dir(&root).unwrap();
+        let file = disk.open(&root.join("f"), Open::CreateNew).unwrap();
+        disk.sync_dir(&root).unwrap();
+        file.write_all_at(&[b'a'; 600], 0).unwrap();
+        file.sync_data().unwrap();
+        file.write_all_at(&[b'b'; 1200], 400).unwrap();
+        let (base, log) = disk.trace();
+        let states = crash_states(&base, &log, log.len());
+        let mut expected = [b'a'; 600].to_vec();
+        expected.extend_from_slice(&[0; 1000]);
+        expected[400..512].fill(b'b');
+        expected[1024..1600].fill(b'b');
+        assert!(states.iter().any(|s| s.read(&root.join("f")) == Some(&expected[..])), "sector 512..1024 lost");
     }
 
     #[test]

@@ -490,3 +490,53 @@ async fn an_archive_below_a_directory_this_user_cannot_read() {
     }
     fs::set_permissions(&shared, fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// On the real disk: a byte changed in a sealed segment's second line (a media error). The next
+/// load moves that line, as it was, to a hidden quarantine file no `*.jsonl*` glob matches, and
+/// keeps the lines before and after it; their resends are duplicates, and the damaged one is
+/// stored again. A user's own `notes.jsonl` beside it is left as it is.
+#[tokio::test]
+async fn a_damaged_line_in_a_sealed_segment_is_moved_aside_and_the_rest_kept() {
+    let root = tempfile::tempdir().unwrap();
+    let events: Vec<(Key, Bytes)> = (1..=3).map(event).collect();
+    let archive = DirArchive::open(root.path()).unwrap();
+    for (key, line) in &events {
+        assert_eq!(archive.put_new(key, line.clone()).await.unwrap(), Stored::Created);
+    }
+    archive.close().await;
+    let [segment] = &names(root.path())[..] else { panic!("one segment: {:?}", names(root.path())) };
+    let path = root.path().join(DAY).join(segment);
+    let mut bytes = fs::read(&path).unwrap();
+    let at = events[0].1.len() + memchr::memmem::find(&events[1].1, b"\"uid\":2").unwrap() + 6;
+    bytes[at] = b'7';
+    fs::write(&path, &bytes).unwrap();
+    let notes = b"my own notes, not JSON\n";
+    fs::write(root.path().join(DAY).join("notes.jsonl"), notes).unwrap();
+
+    let archive = DirArchive::open(root.path()).unwrap();
+    let answers = [Stored::AlreadyPresent, Stored::Created, Stored::AlreadyPresent];
+    for ((key, line), answer) in events.iter().zip(answers) {
+        assert_eq!(archive.put_new(key, line.clone()).await.unwrap(), answer);
+    }
+    assert_eq!(archive.quarantined_runs(), 1);
+    archive.close().await;
+    let quarantine: Vec<String> = names(root.path()).into_iter().filter(|n| n.ends_with(".quarantined")).collect();
+    let [quarantine] = &quarantine[..] else { panic!("one quarantine file: {:?}", names(root.path())) };
+    assert!(quarantine.starts_with('.') && !quarantine.contains(".jsonl"), "{quarantine}");
+    let damaged = &bytes[events[0].1.len()..events[0].1.len() + events[1].1.len()];
+    assert_eq!(fs::read(root.path().join(DAY).join(quarantine)).unwrap(), damaged);
+    assert_eq!(fs::read(root.path().join(DAY).join("notes.jsonl")).unwrap(), notes);
+    fs::remove_file(root.path().join(DAY).join("notes.jsonl")).unwrap();
+    let mut all: Vec<Bytes> = events.into_iter().map(|(_, line)| line).collect();
+    all.sort();
+    assert_eq!(visible_lines(root.path()), all);
+}
+
+#[test]
+fn segment_names_are_the_ones_mailhook_makes() {
+    assert!(files::is_segment("20261126T120000.000Z-0001"));
+    assert!(files::is_segment("20261126T120000.000Z-12345"));
+    for foreign in ["notes", "x-0001", "20261126-backup", "20261126T120000.000Z", "20261126T1200.000Z-0001", ""] {
+        assert!(!files::is_segment(foreign), "{foreign}");
+    }
+}

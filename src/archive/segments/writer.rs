@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,8 @@ pub(super) struct Writer {
     /// replay them).
     pub partitions: BTreeMap<Date, Partition>,
     pub evicted_at: Instant,
+    /// Runs of bytes moved out of sealed segments, as partitions were loaded.
+    pub quarantined: Arc<AtomicU64>,
     pub _lock: Box<dyn Send>,
 }
 
@@ -89,7 +92,10 @@ impl Writer {
         let partition = match self.partitions.entry(date) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => match Partition::load(self.disk.clone(), &self.root, date) {
-                Ok(p) => e.insert(p),
+                Ok(p) => {
+                    self.quarantined.fetch_add(p.quarantined, Ordering::Relaxed);
+                    e.insert(p)
+                }
                 Err(err) => return answer_all(jobs.into_iter(), &err),
             },
         };
