@@ -216,7 +216,7 @@ def at_scale(t, s, smoke):
                 on_time=verdict(all(r["on_time"] for r in runs), smoke, "all on time", "NOT all on time"),
                 peak_mib=max(r["peak_rss_kib"] for r in runs) / 1024, cpu_s=cpu_s, wall_s=wall_s,
                 cpu_us=cpu_s / s["events"] * 1e6, rate=s["events"] / wall_s, vcpu=vcpu, per_run=per_run,
-                runs_900=math.ceil(s["events"] / per_run), per_day=per_day, headroom=per_day / 1e6,
+                runs_900=f"{math.ceil(s['events'] / per_run)} run" + ("s" if math.ceil(s['events'] / per_run) > 1 else ""), per_day=per_day, headroom=per_day / 1e6,
                 sized=verdict(per_day >= 2e6, smoke, "at least 2×: met", "less than 2×: NOT met"))
 
 
