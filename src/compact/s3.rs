@@ -173,6 +173,8 @@ impl S3Compactor {
             if let Some(why) = out_of_time(options) {
                 return self.stop(part, done, why).await;
             }
+            // Pages with nothing to fetch (objects too young, say) can take a while too.
+            self.keep().await?;
         }
         if !part.chunk.keys.is_empty() {
             self.flush(&part.dir, std::mem::replace(&mut part.chunk, Chunk::new()), done).await?;

@@ -237,15 +237,17 @@ async fn a_run_cut_off_by_its_deadline_writes_what_it_fetched_and_the_next_start
     let records: Vec<Record> = day(D1, 40).into_iter().chain(day(D2, 5)).collect();
     seed(&s3, &records).await;
 
-    // The first 10 objects come at once, the rest slowly; the deadline falls between.
+    // The first 10 objects come at once, the rest slowly (within the 1 s a request may take); the
+    // deadline falls between, with room for the three LISTs (partitions, the partition, its
+    // merged objects) before the first GET.
     let seen = Arc::new(AtomicUsize::new(0));
     let counter = seen.clone();
     proxy.when(
         move |l| is_event_get(l) && counter.fetch_add(1, Ordering::SeqCst) >= 10,
-        Fault::Delay(Duration::from_millis(700)),
+        Fault::Delay(Duration::from_millis(850)),
     );
     let mut cut = options();
-    cut.deadline = Some(Instant::now() + Duration::from_millis(400));
+    cut.deadline = Some(Instant::now() + Duration::from_millis(550));
     let report = mailhook::compact::run_s3(client(&proxy).await, BUCKET, PREFIX, &cut).await.unwrap();
     proxy.clear_rules();
     assert_eq!(report.failure(), None, "a deadline is no failure: {report:?}");
