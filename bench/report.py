@@ -66,6 +66,7 @@ def render(results, plot_name):
         section(t, "throughput", results.get("throughput", {"skipped": "not run"}), smoke, throughput, plot_name),
         costs(t, results),
         section(t, "compaction", results.get("compaction", {"skipped": "not run"}), smoke, compacted),
+        section(t, "compaction_scale", results.get("compaction_scale", {"skipped": "not run"}), smoke, at_scale),
     ]
     text = "".join(out)
     return text + NOTES.read_text() + "\n" if NOTES.exists() else text
@@ -200,6 +201,23 @@ def compacted(t, c, smoke):
                 capacity_per_day=capacity_per_run * runs, headroom=capacity_per_run * runs / 1e6,
                 sized=verdict(capacity_per_run * runs >= 2e6, smoke, "at least 2×: met", "less than 2×: NOT met"),
                 cpu_verdict=verdict(cpu_per_event_s * 1e6 <= COMPACTION_CPU_US, smoke))
+
+
+def at_scale(t, s, smoke):
+    runs = s["runs"]
+    table = [f"| {n} | {r['wall_s']:.1f} s | {r['cpu_s']:.1f} s | {r['peak_rss_kib'] / 1024:.0f} MiB | "
+             f"{r['answer']['merged']:,} |" for n, r in enumerate(runs, 1)]
+    cpu_s = sum(r["cpu_s"] for r in runs)
+    wall_s = sum(r["wall_s"] for r in runs)
+    vcpu = s["memory_mb"] / 1769  # as in section 7: a full vCPU at 1,769 MB, one thread
+    per_run = 840 * min(vcpu, 1.0) / (cpu_s / s["events"])
+    per_day = per_run * compaction.runs_per_day()
+    return fill(t["compaction_scale"], s=s, check=s["check"], table="\n".join(table), runs=len(runs),
+                on_time=verdict(all(r["on_time"] for r in runs), smoke, "all on time", "NOT all on time"),
+                peak_mib=max(r["peak_rss_kib"] for r in runs) / 1024, cpu_s=cpu_s, wall_s=wall_s,
+                cpu_us=cpu_s / s["events"] * 1e6, rate=s["events"] / wall_s, vcpu=vcpu, per_run=per_run,
+                runs_900=f"{math.ceil(s['events'] / per_run)} run" + ("s" if math.ceil(s['events'] / per_run) > 1 else ""), per_day=per_day, headroom=per_day / 1e6,
+                sized=verdict(per_day >= 2e6, smoke, "at least 2×: met", "less than 2×: NOT met"))
 
 
 def latency_svg(throughput_results, path):

@@ -1,7 +1,8 @@
 //! The compaction function (`Handler: compact`): each invocation, the schedule's (four a day), runs
 //! once. The event may hold `{"through": "YYYY-MM-DD", "min_age_seconds": N}`; anything else in
 //! it is ignored. A run that leaves a partition unfinished returns an error, which Lambda counts
-//! in `Errors`, after one EMF line whose `CompactionFailed` the template's alarm watches.
+//! in `Errors`, after one EMF line whose `CompactionFailed` the template's alarm watches. A run
+//! that finds another holding the lease did nothing wrong: it logs so and succeeds.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -9,7 +10,8 @@ use lambda_http::lambda_runtime::Diagnostic;
 use lambda_http::{LambdaEvent, service_fn};
 use time::OffsetDateTime;
 
-use super::{Options, Report, parse_date, run};
+use super::lease::LeaseError;
+use super::{CompactError, Options, Report, parse_date, run};
 use crate::config::CompactConfig;
 use crate::metrics::emit_compaction;
 
@@ -31,7 +33,17 @@ pub async fn serve_lambda(config: CompactConfig) -> Result<(), crate::Error> {
         let deadline = UNIX_EPOCH.checked_add(Duration::from_millis(event.context.deadline));
         let left = deadline.and_then(|d| d.duration_since(SystemTime::now()).ok()).unwrap_or_default();
         options.deadline = Instant::now().checked_add(left.saturating_sub(DEADLINE_MARGIN.min(left / 10)));
-        let report = run(config, &options).await.map_err(|e| {
+        let report = match run(config, &options).await {
+            // Another run is at work (one by hand: the schedule's are one at a time, by
+            // ReservedConcurrentExecutions): nothing to do, and nothing to alarm on.
+            Err(CompactError::Lease(held @ LeaseError::Held { .. })) => {
+                tracing::info!("{held}");
+                emit_compaction(&config.function_name, &Report::default());
+                return Ok(serde_json::json!({ "merged": 0, "written": 0, "lease_held": true }));
+            }
+            report => report,
+        };
+        let report = report.map_err(|e| {
             let e = e.to_string();
             let failed = Report { failed: vec![(options.through, e.clone())], ..Report::default() };
             emit_compaction(&config.function_name, &failed);
@@ -41,7 +53,10 @@ pub async fn serve_lambda(config: CompactConfig) -> Result<(), crate::Error> {
         emit_compaction(&config.function_name, &report);
         tracing::info!(through = %options.through, "{report}");
         match report.failure() {
-            None => Ok(serde_json::json!({ "merged": report.merged, "written": report.written })),
+            // Partitions the deadline left for the next run: not a failure.
+            None => Ok(serde_json::json!({
+                "merged": report.merged, "written": report.written, "left_for_next_run": report.cut_off.len()
+            })),
             Some(message) => {
                 tracing::error!("{message}");
                 Err(CompactionFailed(message))

@@ -10,8 +10,11 @@
 //! another write.
 //!
 //! The lease also carries where a run cut off by its deadline stopped, so the next run starts
-//! after that partition: a large partition never holds back the newer ones for more than a run.
+//! after that partition: a large partition never holds back the newer ones for more than a run;
+//! and, for each partition a run was cut off in, the last key it dealt with, so that partition's
+//! next listing starts after it: a partition too large for one run is done across runs.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_s3::error::DisplayErrorContext;
@@ -34,6 +37,9 @@ struct Body {
     /// The partition where the last run was stopped by its deadline, if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     resume_after: Option<String>,
+    /// Per partition (`YYYY-MM-DD`) a run was cut off in: the key its next listing starts after.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    start_after: BTreeMap<String, String>,
 }
 
 /// Why a run could not take, or keep, the lease.
@@ -58,8 +64,16 @@ pub struct Lease {
     ttl: Duration,
     /// When the lease was last written, plus its time, by this run's clock.
     expires: SystemTime,
-    /// Where the previous run, cut off by its deadline, asked this one to start.
-    pub resume_after: Option<Date>,
+    /// Where the previous run asked this one to go on; every write of the lease carries it, as
+    /// this run updates it, so a run killed before its release still hands on its progress.
+    pub resume: Resume,
+}
+
+/// Where the next run goes on: the partition it starts at, and the keys to list after.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resume {
+    pub from: Option<Date>,
+    pub start_after: BTreeMap<Date, String>,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -84,9 +98,9 @@ impl Lease {
             etag: String::new(),
             ttl,
             expires: UNIX_EPOCH,
-            resume_after: None,
+            resume: Resume::default(),
         };
-        match lease.put(None, None).await {
+        match lease.put(None).await {
             Ok(()) => return Ok(lease),
             Err(PutError::Precondition) => {}
             Err(PutError::Other(detail)) => return Err(lease.failed(detail)),
@@ -122,17 +136,12 @@ impl Lease {
                 left_s: (body.expires_unix_ms - now).div_ceil(1000),
             });
         }
-        let resume_after = body.and_then(|b| b.resume_after);
-        match lease.put(Some(&etag), None).await {
-            Ok(()) => {
-                lease.resume_after = resume_after.as_deref().and_then(super::parse_date);
-                Ok(lease)
-            }
+        // Handed on in the takeover itself, so it survives this run being killed.
+        lease.resume = body.map(|b| b.resume()).unwrap_or_default();
+        match lease.put(Some(&etag)).await {
+            Ok(()) => Ok(lease),
             // However long finding that out took: no step follows before the first `fence`.
-            Err(PutError::Precondition) if lease.is_ours(&etag).await != Ours::No => {
-                lease.resume_after = resume_after.as_deref().and_then(super::parse_date);
-                Ok(lease)
-            }
+            Err(PutError::Precondition) if lease.is_ours(&etag).await != Ours::No => Ok(lease),
             // Another run took it over first.
             Err(PutError::Precondition) => Err(LeaseError::Held {
                 bucket: lease.bucket,
@@ -149,7 +158,7 @@ impl Lease {
     pub async fn fence(&mut self) -> Result<(), LeaseError> {
         let etag = self.etag.clone();
         let lost = |lease: &Lease| LeaseError::Lost { bucket: lease.bucket.clone(), key: lease.key.clone() };
-        match self.put(Some(&etag), None).await {
+        match self.put(Some(&etag)).await {
             Ok(()) => Ok(()),
             Err(PutError::Precondition) => match self.is_ours(&etag).await {
                 Ours::InTime => Ok(()),
@@ -157,7 +166,7 @@ impl Lease {
                 // lease just found, and that write's own answer decides.
                 Ours::Late => {
                     let found = self.etag.clone();
-                    match self.put(Some(&found), None).await {
+                    match self.put(Some(&found)).await {
                         Ok(()) => Ok(()),
                         Err(PutError::Precondition) => Err(lost(self)),
                         Err(PutError::Other(detail)) => Err(self.failed(detail)),
@@ -175,12 +184,13 @@ impl Lease {
         if SystemTime::now() >= half { self.fence().await } else { Ok(()) }
     }
 
-    /// Lets go: writes the lease already expired, naming `resume_after` when the run was cut off
-    /// there, for the next run. Only if it is still this run's (`If-Match`): a run that lost it
-    /// must not end another's. A failure is only logged: the lease expires by itself.
-    pub async fn release(mut self, resume_after: Option<Date>) {
+    /// Lets go: writes the lease already expired, naming where the next run goes on. Only if it
+    /// is still this run's (`If-Match`): a run that lost it must not end another's. A failure is
+    /// only logged: the lease expires by itself, and the next run starts further back.
+    pub async fn release(mut self, resume: Resume) {
         let etag = self.etag.clone();
-        match self.put_expired(&etag, resume_after).await {
+        self.resume = resume;
+        match self.write(Some(&etag), true).await {
             Ok(()) => {}
             Err(PutError::Precondition) => tracing::warn!("the compaction lease was taken over before its release"),
             Err(PutError::Other(detail)) => {
@@ -189,23 +199,21 @@ impl Lease {
         }
     }
 
-    async fn put_expired(&mut self, etag: &str, resume_after: Option<Date>) -> Result<(), PutError> {
-        self.write(Some(etag), true, resume_after).await
-    }
-
     /// Writes the lease, for `ttl` from now: created if absent (`etag` `None`), else only over
     /// `etag`.
-    async fn put(&mut self, etag: Option<&str>, resume_after: Option<Date>) -> Result<(), PutError> {
-        self.write(etag, false, resume_after).await
+    async fn put(&mut self, etag: Option<&str>) -> Result<(), PutError> {
+        self.write(etag, false).await
     }
 
-    async fn write(&mut self, etag: Option<&str>, expired: bool, resume_after: Option<Date>) -> Result<(), PutError> {
+    async fn write(&mut self, etag: Option<&str>, expired: bool) -> Result<(), PutError> {
+        let resume = &self.resume;
         let now = SystemTime::now();
         let expires = if expired { UNIX_EPOCH } else { now + self.ttl };
         let body = Body {
             holder: self.holder.clone(),
             expires_unix_ms: unix_ms(expires),
-            resume_after: resume_after.map(|d| d.to_string()),
+            resume_after: resume.from.map(|d| d.to_string()),
+            start_after: resume.start_after.iter().map(|(d, k)| (d.to_string(), k.clone())).collect(),
         };
         let request = self
             .client
@@ -262,6 +270,16 @@ impl Lease {
 
     fn failed(&self, detail: String) -> LeaseError {
         LeaseError::Failed { bucket: self.bucket.clone(), key: self.key.clone(), detail }
+    }
+}
+
+impl Body {
+    /// Where it asks the next run to go on; what does not parse is left out.
+    fn resume(self) -> Resume {
+        Resume {
+            from: self.resume_after.as_deref().and_then(super::parse_date),
+            start_after: self.start_after.into_iter().filter_map(|(d, k)| Some((super::parse_date(&d)?, k))).collect(),
+        }
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use time::{Date, OffsetDateTime};
 
 pub use self::lambda::serve_lambda;
-use self::lease::{Lease, LeaseError};
+use self::lease::{Lease, LeaseError, Resume};
 use crate::config::{ArchiveTarget, CompactConfig};
 use crate::key::Id;
 use crate::record::verify_line;
@@ -339,21 +339,22 @@ pub async fn run_s3(
     options: &Options,
 ) -> Result<Report, CompactError> {
     let lease = Lease::acquire(&client, bucket, prefix, options.lease).await?;
-    let start_from = lease.resume_after;
+    let start_from = lease.resume.from;
     let mut compactor = s3::S3Compactor::new(client, bucket, prefix, lease);
     let driven = drive(&mut compactor, options, start_from).await;
     let (lease, lost) = compactor.into_lease();
     if let Some(lost) = lost {
         return Err(lost.into());
     }
+    let start_after = lease.resume.start_after.clone();
     let report = match driven {
         Ok(report) => report,
         Err(e) => {
-            lease.release(None).await;
+            lease.release(Resume { from: None, start_after }).await;
             return Err(CompactError::Failed(e));
         }
     };
-    lease.release(report.resume_from).await;
+    lease.release(Resume { from: report.resume_from, start_after }).await;
     Ok(report)
 }
 

@@ -1,11 +1,16 @@
 //! Compaction of an S3 archive: per-event objects into `merged-<hash>.jsonl.gz` objects.
 //!
-//! Per partition: one paginated LIST; a GET of each merged object already there (streamed
-//! through gunzip, keeping 16 bytes per id); `DeleteObjects` for per-event objects whose event is
-//! already merged; then the rest, sorted by key, fetched `GETS_IN_FLIGHT` at a time, in order,
-//! into a gzip stream. Before `max_object_bytes` of lines the stream becomes one object, written with
+//! Per partition, a pass in key order that streams its listing: a page of keys is worked on
+//! while the next is listed, so memory holds two pages, whatever the partition's size. Before
+//! the first page with work in it, a GET of each merged object already there (streamed through
+//! gunzip, keeping 16 bytes per id); on each page, `DeleteObjects` for per-event objects whose
+//! event is already merged, then the rest fetched `GETS_IN_FLIGHT` at a time, in order, into a
+//! gzip stream. Before `max_object_bytes` of lines the stream becomes one object, written with
 //! `If-None-Match: *`, and the per-event objects in it are deleted at once, so the window in
-//! which a reader sees them twice is one `DeleteObjects` call per 1,000 events.
+//! which a reader sees them twice is one `DeleteObjects` call per 1,000 events. The deadline is
+//! checked before each page, merged object and fetched object; after each merged object
+//! written, and when the deadline stops the pass, the last key dealt with goes into the lease,
+//! and the partition's next pass starts after it.
 
 use std::collections::HashSet;
 use std::io::{self, Write};
@@ -22,7 +27,7 @@ use sha2::{Digest, Sha256};
 use time::Date;
 
 use super::lease::{Lease, LeaseError};
-use super::{Compactor, Done, GETS_IN_FLIGHT, Options, cutoff, mergeable, out_of_time};
+use super::{Compactor, Done, GETS_IN_FLIGHT, OUT_OF_TIME, Options, cutoff, mergeable, out_of_time};
 use crate::key::{Id, event_file_id, parse_partition, partition_name};
 use crate::record::verify_line;
 use crate::s3::status;
@@ -30,6 +35,8 @@ use crate::s3::status;
 /// `DeleteObjects` takes at most this many keys a call.
 const DELETE_BATCH: usize = 1000;
 const MERGED_CONTENT_TYPE: &str = "application/gzip";
+/// What starts a merged object's name: after every per-event key (hex digits) in a listing.
+const MERGED_PREFIX: &str = "merged-";
 
 pub(super) struct S3Compactor {
     client: aws_sdk_s3::Client,
@@ -117,22 +124,101 @@ impl S3Compactor {
 
     async fn compact(&self, date: Date, options: &Options, done: &mut Done) -> Result<(), String> {
         let dir = format!("{}{}/", self.prefix, partition_name(date));
-        let (mut candidates, merged) = self.list(&dir, cutoff(options)).await?;
+        let start_after = self.lease.lock().await.resume.start_after.get(&date).cloned();
+        let mut part = Partition {
+            date,
+            cutoff: cutoff(options),
+            known: None,
+            floor: start_after.as_deref().and_then(|k| event_file_id(k.rsplit('/').next()?)),
+            chunk: Chunk::new(),
+            last: start_after.clone(),
+            dir,
+        };
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&part.dir)
+            .delimiter("/")
+            .set_start_after(start_after)
+            .into_paginator()
+            .send();
+        let dir = part.dir.clone();
+        let list_failed = |e| format!("listing {dir} failed: {}", DisplayErrorContext(&e));
+        let mut next = until(options, pages.next()).await?;
+        while let Some(page) = next {
+            let page = page.map_err(list_failed)?;
+            // The next page is listed while this one is worked on, and no further: memory holds
+            // two pages of keys, whatever the partition's size.
+            let mut listing = std::pin::pin!(pages.next());
+            let mut listed = None;
+            let worked = {
+                let mut work = std::pin::pin!(self.page(&mut part, page.contents(), options, done));
+                loop {
+                    tokio::select! {
+                        worked = &mut work => break worked,
+                        page = &mut listing, if listed.is_none() => listed = Some(page),
+                    }
+                }
+            };
+            next = match (worked, listed) {
+                (Err(why), _) if why == OUT_OF_TIME => return self.stop(part, done, why).await,
+                (Err(why), _) => return Err(why),
+                (Ok(()), Some(page)) => page,
+                (Ok(()), None) => match until(options, listing).await {
+                    Ok(page) => page,
+                    Err(why) => return self.stop(part, done, why).await,
+                },
+            };
+            if let Some(why) = out_of_time(options) {
+                return self.stop(part, done, why).await;
+            }
+            // Pages with nothing to fetch (objects too young, say) can take a while too.
+            self.keep().await?;
+        }
+        if !part.chunk.keys.is_empty() {
+            self.flush(&part.dir, std::mem::replace(&mut part.chunk, Chunk::new()), done).await?;
+        }
+        // A pass over the partition is done: the next starts from its first key again.
+        self.lease.lock().await.resume.start_after.remove(&date);
+        Ok(())
+    }
+
+    /// Deals with one page of the partition's listing, in key order: copies of merged events are
+    /// deleted, and the rest fetched into the chunk, which is written each time it is full.
+    async fn page(
+        &self,
+        part: &mut Partition,
+        objects: &[aws_sdk_s3::types::Object],
+        options: &Options,
+        done: &mut Done,
+    ) -> Result<(), String> {
+        let mut candidates = Vec::new();
+        for object in objects {
+            let Some(key) = object.key() else { continue };
+            let name = &key[part.dir.len().min(key.len())..];
+            if let Some(id) = event_file_id(name) {
+                let modified = object.last_modified().and_then(|t| SystemTime::try_from(*t).ok());
+                if modified.is_some_and(|m| m <= part.cutoff) {
+                    candidates.push((key.to_owned(), id));
+                }
+            }
+        }
+        let page_end = objects.last().and_then(|o| o.key()).map(str::to_owned);
         if candidates.is_empty() {
+            part.last = page_end.or(part.last.take());
             return Ok(());
         }
-        let mut known = HashSet::new();
-        for key in &merged {
-            self.merged_ids(key, &mut known).await?;
+        if part.known.is_none() {
+            part.known = Some(self.merged_ids(&part.dir, part.floor, options).await?);
         }
-        candidates.sort();
+        let known = part.known.as_ref().expect("read just above");
         let (stale, fresh): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|(_, id)| known.contains(id));
         // Copies left by a run that stopped after writing their merged object.
         let stale: Vec<String> = stale.into_iter().map(|(key, _)| key).collect();
         self.delete(&stale).await?;
         done.already_merged += stale.len() as u64;
 
-        let mut chunk = Chunk::new();
         let mut bodies = futures_util::stream::iter(fresh)
             .map(|(key, id)| async move {
                 let body = self.get(&key).await;
@@ -140,56 +226,76 @@ impl S3Compactor {
             })
             .buffered(GETS_IN_FLIGHT);
         while let Some((key, id, body)) = bodies.next().await {
-            let Some(body) = body? else {
-                continue; // gone since the LIST: only a compaction deletes, after merging it
-            };
-            if !mergeable(&body, &id) {
-                tracing::warn!(key = %key, "left in place: not one stored line ending with the id its key names");
-                done.skipped += 1;
-                continue;
+            // Gone since the LIST: only a compaction deletes, after merging it.
+            if let Some(body) = body? {
+                if !mergeable(&body, &id) {
+                    tracing::warn!(key = %key, "left in place: not one stored line ending with the id its key names");
+                    done.skipped += 1;
+                } else {
+                    if !part.chunk.keys.is_empty() && part.chunk.lines + body.len() > options.max_object_bytes {
+                        let full = std::mem::replace(&mut part.chunk, Chunk::new());
+                        self.flush(&part.dir, full, done).await?;
+                        self.progress(part).await;
+                    }
+                    part.chunk.push(key.clone(), id, &body).map_err(|e| format!("compressing failed: {e}"))?;
+                }
             }
-            if !chunk.keys.is_empty() && chunk.lines + body.len() > options.max_object_bytes {
-                self.flush(&dir, std::mem::replace(&mut chunk, Chunk::new()), done).await?;
-            }
-            chunk.push(key, id, &body).map_err(|e| format!("compressing failed: {e}"))?;
+            part.last = Some(key);
             if let Some(why) = out_of_time(options) {
-                // Every run makes progress: what is fetched is written before stopping.
-                self.flush(&dir, chunk, done).await?;
                 return Err(why);
             }
             self.keep().await?;
         }
-        if !chunk.keys.is_empty() {
-            self.flush(&dir, chunk, done).await?;
-        }
+        part.last = page_end.or(part.last.take());
         Ok(())
     }
 
-    /// The partition's per-event objects last modified by `cutoff`, and its merged objects.
-    async fn list(&self, dir: &str, cutoff: SystemTime) -> Result<(Vec<(String, Id)>, Vec<String>), String> {
-        let mut pages =
-            self.client.list_objects_v2().bucket(&self.bucket).prefix(dir).delimiter("/").into_paginator().send();
-        let (mut candidates, mut merged) = (Vec::new(), Vec::new());
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| format!("listing {dir} failed: {}", DisplayErrorContext(&e)))?;
-            for object in page.contents() {
-                let Some(key) = object.key() else { continue };
-                let name = &key[dir.len().min(key.len())..];
-                if let Some(id) = event_file_id(name) {
-                    let modified = object.last_modified().and_then(|t| SystemTime::try_from(*t).ok());
-                    if modified.is_some_and(|m| m <= cutoff) {
-                        candidates.push((key.to_owned(), id));
-                    }
-                } else if name.ends_with(".jsonl.gz") {
-                    merged.push(key.to_owned());
-                }
-            }
+    /// Cut off by the deadline: every run makes progress, so what is fetched is written, and the
+    /// partition's next listing starts after the last key dealt with.
+    async fn stop(&self, mut part: Partition, done: &mut Done, why: String) -> Result<(), String> {
+        if !part.chunk.keys.is_empty() {
+            let chunk = std::mem::replace(&mut part.chunk, Chunk::new());
+            self.flush(&part.dir, chunk, done).await?;
         }
-        Ok((candidates, merged))
+        self.progress(&part).await;
+        Err(why)
     }
 
-    /// Adds the id of every line of the merged object `key` to `ids`, reading it as a stream.
-    async fn merged_ids(&self, key: &str, ids: &mut HashSet<Id>) -> Result<(), String> {
+    /// Records that every key of the partition up to `part.last` is dealt with (merged, deleted
+    /// as a copy, or left for a reason), once what was merged of them is written: every later
+    /// write of the lease carries it.
+    async fn progress(&self, part: &Partition) {
+        if let Some(last) = &part.last {
+            self.lease.lock().await.resume.start_after.insert(part.date, last.clone());
+        }
+    }
+
+    /// The ids in the partition's merged objects (above `floor` only: no key at or below it is
+    /// listed in this pass), each object read as a stream.
+    async fn merged_ids(&self, dir: &str, floor: Option<Id>, options: &Options) -> Result<HashSet<Id>, String> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(format!("{dir}{MERGED_PREFIX}"))
+            .into_paginator()
+            .send();
+        let mut known = HashSet::new();
+        while let Some(page) = until(options, pages.next()).await? {
+            let page = page.map_err(|e| format!("listing {dir} failed: {}", DisplayErrorContext(&e)))?;
+            for key in page.contents().iter().filter_map(|o| o.key()).filter(|k| k.ends_with(".jsonl.gz")) {
+                if let Some(why) = out_of_time(options) {
+                    return Err(why);
+                }
+                self.read_ids(key, floor, &mut known).await?;
+            }
+        }
+        Ok(known)
+    }
+
+    /// Adds the id (above `floor`) of every line of the merged object `key` to `ids`, reading it
+    /// as a stream.
+    async fn read_ids(&self, key: &str, floor: Option<Id>, ids: &mut HashSet<Id>) -> Result<(), String> {
         let fail = |detail: String| format!("reading {key} failed: {detail}");
         let got = self
             .client
@@ -200,7 +306,7 @@ impl S3Compactor {
             .await
             .map_err(|e| fail(DisplayErrorContext(&e).to_string()))?;
         let mut body = got.body;
-        let mut lines = GzDecoder::new(LineIds { ids, partial: Vec::new(), bad: 0 });
+        let mut lines = GzDecoder::new(LineIds { ids, floor, partial: Vec::new(), bad: 0 });
         while let Some(piece) = body.next().await {
             let piece = piece.map_err(|e| fail(DisplayErrorContext(&e).to_string()))?;
             lines.write_all(&piece).map_err(|e| fail(e.to_string()))?;
@@ -232,7 +338,7 @@ impl S3Compactor {
     async fn flush(&self, dir: &str, chunk: Chunk, done: &mut Done) -> Result<(), String> {
         // Named by the first half of a SHA-256 over the ids in it, in order.
         let name = format!(
-            "{dir}merged-{}.jsonl.gz",
+            "{dir}{MERGED_PREFIX}{}.jsonl.gz",
             Id::from_bytes(chunk.ids.finalize()[..16].try_into().expect("16 of 32 bytes"))
         );
         let gzip = chunk.encoder.finish().map_err(|e| format!("compressing failed: {e}"))?;
@@ -288,6 +394,29 @@ impl S3Compactor {
     }
 }
 
+/// Where a run is in one partition.
+struct Partition {
+    date: Date,
+    dir: String,
+    /// Per-event objects last modified after this are left for a later run.
+    cutoff: SystemTime,
+    /// The ids in the partition's merged objects, read before its first candidate.
+    known: Option<HashSet<Id>>,
+    /// The id of the key this pass started after.
+    floor: Option<Id>,
+    chunk: Chunk,
+    /// The last key dealt with, in listing (key) order; what it merged may still be in `chunk`.
+    last: Option<String>,
+}
+
+/// `work`, unless the deadline comes first.
+async fn until<T>(options: &Options, work: impl std::future::Future<Output = T>) -> Result<T, String> {
+    match options.deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), work).await.map_err(|_| OUT_OF_TIME.to_owned()),
+        None => Ok(work.await),
+    }
+}
+
 /// A merged object being built: its gzip bytes, and the keys and ids in it.
 struct Chunk {
     encoder: GzEncoder<Vec<u8>>,
@@ -319,6 +448,7 @@ impl Chunk {
 /// Collects the id of each line written through it; counts lines that do not verify.
 struct LineIds<'a> {
     ids: &'a mut HashSet<Id>,
+    floor: Option<Id>,
     partial: Vec<u8>,
     bad: u64,
 }
@@ -335,7 +465,9 @@ impl Write for LineIds<'_> {
             };
             match verify_line(line) {
                 Some(id) => {
-                    self.ids.insert(id);
+                    if self.floor.is_none_or(|floor| id > floor) {
+                        self.ids.insert(id);
+                    }
                 }
                 None => self.bad += 1,
             }

@@ -587,7 +587,8 @@ mod local {
 
 /// The compaction function: the same binary under the Lambda Runtime API with
 /// `_HANDLER=compact`, one run per invocation, one EMF line each, and an invocation error when a
-/// partition is left unfinished, with the metric the template's alarm watches.
+/// partition is left unfinished, with the metric the template's alarm watches; a run that finds
+/// the lease held succeeds, having done nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compaction_function_runs_per_invocation_and_emits_what_its_alarm_watches() {
     use support::lambda::{Outcome, alarmed_metrics, runtime_api};
@@ -630,11 +631,23 @@ async fn the_compaction_function_runs_per_invocation_and_emits_what_its_alarm_wa
         Outcome::Response(r) => panic!("a refused write must fail the invocation: {r}"),
     }
     assert_readable(&s3, &records, false, "after the refused run").await;
+    proxy.clear_rules();
+
+    // A run by hand holds the lease: the scheduled run does nothing, and that is no failure.
+    let held = format!(r#"{{"holder":"a run by hand","expires_unix_ms":{}}}"#, 4_102_444_800_000u64);
+    let lease = format!("{PREFIX}_compaction.lease");
+    s3.put_object().bucket(BUCKET).key(&lease).body(ByteStream::from(held.into_bytes())).send().await.unwrap();
+    match invoke("held", r#"{"through":"2026-01-31","min_age_seconds":0}"#).await {
+        Outcome::Response(r) => assert_eq!(r["lease_held"], true, "{r}"),
+        Outcome::Error(e) => panic!("a held lease is no failure of the run: {e}"),
+    }
+    s3.delete_object().bucket(BUCKET).key(&lease).send().await.unwrap();
 
     let output = function.output();
     let lines = support::emf_lines(&output);
-    assert_eq!(lines.len(), 3, "one EMF line per run:\n{output}");
-    assert_eq!(lines.iter().map(|l| l["CompactionFailed"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 0, 1]);
+    assert_eq!(lines.len(), 4, "one EMF line per run:\n{output}");
+    assert_eq!(lines.iter().map(|l| l["CompactionFailed"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 0, 1, 0]);
+    assert!(output.contains("another compaction holds"), "the held run says why it did nothing:\n{output}");
     assert_eq!(lines[1]["CompactedEvents"], 30);
     let alarms: Vec<_> = alarmed_metrics()
         .into_iter()

@@ -60,12 +60,17 @@ async fn reset(s3: &aws_sdk_s3::Client) -> Vec<Record> {
 }
 
 /// Makes a killed run's lease expire now, as the clock would in `LEASE`: its holder and ETag
-/// change, so the next run takes it over through the expired-lease path.
+/// change, so the next run takes it over through the expired-lease path, with where the killed
+/// run's last renewal said to go on.
 async fn expire_lease(s3: &aws_sdk_s3::Client) {
     let key = format!("{PREFIX}{LEASE_NAME}");
-    if s3.head_object().bucket(BUCKET).key(&key).send().await.is_ok() {
-        let body = br#"{"holder":"a killed run","expires_unix_ms":0}"#;
-        s3.put_object().bucket(BUCKET).key(&key).body(ByteStream::from_static(body)).send().await.unwrap();
+    if let Ok(got) = s3.get_object().bucket(BUCKET).key(&key).send().await {
+        let mut body: serde_json::Value =
+            serde_json::from_slice(&got.body.collect().await.unwrap().into_bytes()).unwrap_or_default();
+        body["holder"] = "a killed run".into();
+        body["expires_unix_ms"] = 0.into();
+        let body = ByteStream::from(serde_json::to_vec(&body).unwrap());
+        s3.put_object().bucket(BUCKET).key(&key).body(body).send().await.unwrap();
     }
 }
 
@@ -83,7 +88,8 @@ async fn lease_released(s3: &aws_sdk_s3::Client) -> bool {
 }
 
 /// Reruns to the end, with a late event arrived meanwhile (so the rerun's objects are not the
-/// killed run's over again), and checks each event is there exactly once and the lease is gone.
+/// killed run's over again), and checks each event is there exactly once, the lease is gone,
+/// and the rerun left nothing unmerged but what it was told it could start after.
 async fn rerun_and_check(proxy: &FaultProxy, s3: &aws_sdk_s3::Client, records: &[Record], context: &str) {
     let late = crate::compact::record(D1, 500);
     seed(s3, std::slice::from_ref(&late)).await;
@@ -94,6 +100,17 @@ async fn rerun_and_check(proxy: &FaultProxy, s3: &aws_sdk_s3::Client, records: &
     assert_eq!(report.failure(), None, "{context}, rerun");
     assert_readable(s3, records, true, &format!("{context}, then rerun")).await;
     assert!(lease_released(s3).await, "{context}: the rerun released its lease");
+    // Where the stopped run said to go on hid nothing: every key the rerun's pass started after
+    // was dealt with, but the late one, which the next pass (from the start) merges.
+    let per_event =
+        async || -> Vec<String> { listing(s3).await.into_keys().filter(|k| k.ends_with(".jsonl")).collect() };
+    let left = per_event().await;
+    assert!(left.iter().all(|k| *k == late.key.format()), "{context}: left behind the rerun's start: {left:?}");
+    if !left.is_empty() {
+        let report = compact(proxy).await.unwrap_or_else(|e| panic!("{context}, second rerun: {e}"));
+        assert_eq!(report.failure(), None, "{context}, second rerun");
+        assert_eq!(per_event().await, Vec::<String>::new(), "{context}: after a pass from the start");
+    }
 }
 
 /// The request lines of a clean run over the fixed archive.
@@ -220,15 +237,17 @@ async fn a_run_cut_off_by_its_deadline_writes_what_it_fetched_and_the_next_start
     let records: Vec<Record> = day(D1, 40).into_iter().chain(day(D2, 5)).collect();
     seed(&s3, &records).await;
 
-    // The first 10 objects come at once, the rest slowly; the deadline falls between.
+    // The first 10 objects come at once, the rest slowly (within the 1 s a request may take); the
+    // deadline falls between, with room for the three LISTs (partitions, the partition, its
+    // merged objects) before the first GET.
     let seen = Arc::new(AtomicUsize::new(0));
     let counter = seen.clone();
     proxy.when(
         move |l| is_event_get(l) && counter.fetch_add(1, Ordering::SeqCst) >= 10,
-        Fault::Delay(Duration::from_millis(700)),
+        Fault::Delay(Duration::from_millis(850)),
     );
     let mut cut = options();
-    cut.deadline = Some(Instant::now() + Duration::from_millis(400));
+    cut.deadline = Some(Instant::now() + Duration::from_millis(550));
     let report = mailhook::compact::run_s3(client(&proxy).await, BUCKET, PREFIX, &cut).await.unwrap();
     proxy.clear_rules();
     assert_eq!(report.failure(), None, "a deadline is no failure: {report:?}");
@@ -309,7 +328,7 @@ async fn a_takeover_whose_answer_was_lost_is_ours_and_keeps_where_to_resume() {
     // The create (412: a lease is there), the read, then the takeover: stored, its answer lost.
     proxy.script([Fault::Pass, Fault::Pass, Fault::ResetAfterForward]);
     let mut lease = Lease::acquire(&s3, BUCKET, PREFIX, LEASE).await.expect("taken over");
-    assert_eq!(lease.resume_after, Some(time::macros::date!(2026 - 11 - 20)));
+    assert_eq!(lease.resume.from, Some(time::macros::date!(2026 - 11 - 20)));
     assert!(proxy.request_lines().iter().filter(|l| l.starts_with("PUT ")).count() >= 3, "the takeover was retried");
     lease.fence().await.expect("the lease in the bucket is this run's");
 }
@@ -342,4 +361,96 @@ async fn a_renewal_found_to_be_ours_too_late_is_renewed_again() {
             "delayed {slow:?}: the step after the renewal has {left_ms} ms of the lease left"
         );
     }
+}
+
+fn is_partition_list(line: &str) -> bool {
+    line.contains("list-type=2") && line.contains(&format!("dt%3D{D1}")) && !line.contains("merged-")
+}
+
+/// The lease's record of where each partition's listing goes on.
+async fn start_after(s3: &aws_sdk_s3::Client) -> serde_json::Value {
+    let got = s3.get_object().bucket(BUCKET).key(format!("{PREFIX}{LEASE_NAME}")).send().await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&got.body.collect().await.unwrap().into_bytes()).unwrap();
+    body["start_after"].clone()
+}
+
+/// A partition whose listing alone takes longer than a run, compacted by runs with a deadline:
+/// each run streams the listing (it fetches before it has listed the whole partition), stops on
+/// time with what it fetched written and the last key it dealt with in the lease, and the next
+/// goes on after that key; in the end each event is there once and no key is left to resume at.
+/// Against s3s-fs (in-process, so it always runs and GETs are quick), behind the fault proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_shorter_than_a_partitions_listing_stop_on_time_and_go_on_where_they_stopped() {
+    use crate::support::{ACCESS_KEY, SECRET_KEY};
+    const EVENTS: u32 = 2100;
+    const PAGE: Duration = Duration::from_millis(200);
+    const RUN: Duration = Duration::from_millis(2500);
+    // A lease long enough that a slow LIST page is no timeout.
+    const LONG_LEASE: Duration = Duration::from_secs(40);
+    let root = tempfile::tempdir().unwrap();
+    let store = crate::support::s3_server(root.path()).await;
+    let proxy = FaultProxy::start(store).await;
+    let keys = aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "tests");
+    let compactor = mailhook::s3::compaction_client_from(
+        loader(&proxy).credentials_provider(keys.clone()),
+        true,
+        mailhook::s3::Trust::System,
+        LONG_LEASE / 4,
+    )
+    .await;
+    // The test's own reads go around the proxy.
+    let direct = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(format!("http://{store}"))
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(keys);
+    let s3 = mailhook::s3::compaction_client_from(direct, true, mailhook::s3::Trust::System, LONG_LEASE).await;
+    let records: Vec<Record> = day(D1, EVENTS).into_iter().chain(day(D2, 5)).collect();
+    seed(&s3, &records).await;
+    // Every LIST of a partition waits, as a slow page of S3 would: listing D1 takes 3 x PAGE.
+    proxy.when(|l| l.contains("list-type=2") && l.contains("dt%3D"), Fault::Delay(PAGE));
+    let d1 = format!("{PREFIX}dt={D1}/");
+    let events_left =
+        async || listing(&s3).await.keys().filter(|k| k.starts_with(&d1) && k.ends_with(".jsonl")).count();
+    let (mut runs, mut left, mut resumed_at) = (0, events_left().await, String::new());
+    loop {
+        runs += 1;
+        assert!(runs <= 30, "no end after {runs} runs; {left} events left");
+        let mut cut = options();
+        cut.max_object_bytes = 100_000;
+        cut.lease = LONG_LEASE;
+        let started = Instant::now();
+        cut.deadline = Some(started + RUN);
+        let before = proxy.requests();
+        let report = mailhook::compact::run_s3(compactor.clone(), BUCKET, PREFIX, &cut).await.unwrap();
+        let took = started.elapsed();
+        let context = format!("run {runs} ({took:?}): {report:?}");
+        assert_eq!(report.failure(), None, "{context}");
+        // After the deadline: no page more, only writing what was fetched.
+        assert!(took < RUN + Duration::from_millis(1000), "{context}: not stopped on time");
+        if runs == 1 {
+            let lines = &proxy.request_lines()[before..];
+            let lists: Vec<usize> = (0..lines.len()).filter(|&i| is_partition_list(&lines[i])).collect();
+            let first_get = lines.iter().position(|l| is_event_get(l));
+            assert!(
+                lists.len() < 3 || first_get.is_some_and(|g| g < lists[2]),
+                "{context}: events are fetched while the partition is still listed, a page ahead at most: {lines:?}"
+            );
+        }
+        let now_left = events_left().await;
+        say(&format!("{context} left {now_left}"));
+        let resume = start_after(&s3).await;
+        if report.cut_off.is_empty() {
+            assert_eq!(now_left, 0, "{context}");
+            assert!(resume.is_null(), "{context}: a finished pass leaves no key to resume at: {resume}");
+            break;
+        }
+        assert!(now_left < left, "{context}: made no progress in {D1} ({now_left} events left)");
+        let at = resume[D1.to_string()].as_str().unwrap_or_else(|| panic!("{context}: progress recorded: {resume}"));
+        assert!(*at > *resumed_at, "{context}: the next run goes on after {at}, not after {resumed_at}");
+        (left, resumed_at) = (now_left, at.to_owned());
+    }
+    proxy.clear_rules();
+    assert!(runs >= 3, "the partition took {runs} runs: the test means several");
+    assert_readable(&s3, &records, true, &format!("after {runs} runs")).await;
+    say(&format!("a partition of {EVENTS} objects compacted by {runs} runs of {RUN:?}, {PAGE:?} a LIST page"));
 }
