@@ -3,6 +3,7 @@ percentile the tables use."""
 
 import math
 import subprocess
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import procs
@@ -25,3 +26,12 @@ def percentile(values, p):
     """The nearest-rank percentile: a value that was measured, never one interpolated."""
     values = sorted(values)
     return values[min(len(values) - 1, max(0, math.ceil(p / 100 * len(values)) - 1))]
+
+
+class QuietServer(ThreadingHTTPServer):
+    """A stand-in server (the Lambda Runtime API, S3) that stays quiet about clients it loses."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass  # a process killed mid-poll resets its connection; that is expected here

@@ -15,11 +15,11 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import procs
-from common import ROOT, percentile
+from common import ROOT, QuietServer, percentile
 
 
 class Stand:
@@ -115,13 +115,6 @@ class FakeS3(NoDelay):
 
     def log_message(self, *args):
         pass
-
-
-class QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        pass  # a process killed mid-poll resets its connection; that is expected here
 
 
 def serve(handler):

@@ -22,10 +22,10 @@ import os
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import procs
-from common import ROOT
+from common import ROOT, QuietServer
 
 LIST_DELAY_MS = 100
 BUCKET = "bench-archive"
@@ -67,13 +67,6 @@ class RuntimeApi(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-class QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        pass  # a process killed mid-poll resets its connection; that is expected here
 
 
 def measure(binary, events, timeout_s, max_runs):
