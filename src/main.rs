@@ -1,8 +1,8 @@
 use mailhook::compact::{self, Options};
 use mailhook::config::{Access, CompactConfig, Config};
 
-const USAGE: &str = "usage: mailhook (serve, configured by the environment) | mailhook compact [--through YYYY-MM-DD] \
-                     [--min-age SECONDS] [--max-object-bytes N] [--lease SECONDS]";
+const USAGE: &str =
+    "usage: mailhook (serve, configured by the environment) | mailhook compact [flags: see mailhook compact --help]";
 
 /// What to run, from the arguments and `_HANDLER`.
 enum Command {

@@ -15,16 +15,19 @@
 
 mod lambda;
 pub mod lease;
+mod progress;
 mod s3;
 
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use time::{Date, OffsetDateTime};
 
 pub use self::lambda::serve_lambda;
 use self::lease::{Lease, LeaseError, Resume};
+use self::progress::{Progress, Status};
 use crate::config::{ArchiveTarget, CompactConfig};
 use crate::key::Id;
 use crate::record::verify_line;
@@ -44,8 +47,8 @@ const DEFAULT_MAX_OBJECT_BYTES: usize = 128 << 20;
 /// on as `_HANDLER`.
 pub const HANDLER: &str = "compact";
 /// The usage line of `mailhook compact`.
-pub const USAGE: &str =
-    "usage: mailhook compact [--through YYYY-MM-DD] [--min-age SECONDS] [--max-object-bytes N] [--lease SECONDS]";
+pub const USAGE: &str = "usage: mailhook compact [--through YYYY-MM-DD] [--min-age SECONDS] [--max-object-bytes N] \
+                         [--lease SECONDS] [--progress SECONDS]";
 /// How long a run's lease on an S3 archive lasts between renewals. Every S3 request of a run
 /// must end within a quarter of it (the client's operation timeout): a renewal and the step
 /// after it then end within half the lease, and the other half allows for the clocks of two
@@ -68,6 +71,8 @@ pub struct Options {
     pub deadline: Option<Instant>,
     /// How long the lease on an S3 archive lasts between renewals.
     pub lease: Duration,
+    /// How often a run shows how far it has got (`progress.rs`).
+    pub progress_every: Duration,
 }
 
 impl Options {
@@ -79,10 +84,12 @@ impl Options {
             max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
             deadline: None,
             lease: DEFAULT_LEASE,
+            progress_every: Duration::from_secs(10),
         }
     }
 
-    /// Reads `[--through YYYY-MM-DD] [--min-age SECONDS] [--max-object-bytes N] [--lease SECONDS]`.
+    /// Reads `[--through YYYY-MM-DD] [--min-age SECONDS] [--max-object-bytes N] [--lease SECONDS]
+    /// [--progress SECONDS]`.
     /// `-h` or `--help` is an `Err` of the usage line alone.
     pub fn parse(args: impl IntoIterator<Item = String>, now: OffsetDateTime) -> Result<Options, String> {
         let mut options = Options::defaults(now);
@@ -120,6 +127,15 @@ impl Options {
                         .filter(|&n| (2..=86_400).contains(&n))
                         .map(Duration::from_secs)
                         .ok_or_else(|| format!("--lease must be whole seconds from 2 to 86400, got {v:?}"))?;
+                }
+                "--progress" => {
+                    let v = value()?;
+                    options.progress_every = v
+                        .parse()
+                        .ok()
+                        .filter(|&n| (1..=86_400).contains(&n))
+                        .map(Duration::from_secs)
+                        .ok_or_else(|| format!("--progress must be whole seconds from 1 to 86400, got {v:?}"))?;
                 }
                 "-h" | "--help" => return Err(USAGE.to_owned()),
                 other => return Err(format!("unknown argument {other:?}: {USAGE}")),
@@ -186,21 +202,34 @@ impl fmt::Display for Report {
     }
 }
 
-/// What one partition's run did; added into the `Report`.
+/// What one partition's run did, counted as it goes (atomics, so that the run's progress can
+/// read them while the partition is worked on); added into the `Report`.
 #[derive(Debug, Default)]
 pub(crate) struct Done {
-    pub merged: u64,
-    pub already_merged: u64,
-    pub written: u64,
-    pub skipped: u64,
+    pub merged: AtomicU64,
+    pub already_merged: AtomicU64,
+    pub written: AtomicU64,
+    pub skipped: AtomicU64,
+    /// Per-event objects read: for progress only.
+    pub read: AtomicU64,
+}
+
+impl Done {
+    pub fn count(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
 }
 
 impl Report {
     fn add(&mut self, done: &Done) {
-        self.merged += done.merged;
-        self.already_merged += done.already_merged;
-        self.written += done.written;
-        self.skipped += done.skipped;
+        self.merged += Done::get(&done.merged);
+        self.already_merged += Done::get(&done.already_merged);
+        self.written += Done::get(&done.written);
+        self.skipped += Done::get(&done.skipped);
     }
 
     /// The one-line failure message: which partitions, and why.
@@ -241,7 +270,7 @@ pub(crate) trait Compactor: Send {
         &mut self,
         date: Date,
         options: &Options,
-        done: &mut Done,
+        done: &Done,
     ) -> impl Future<Output = Result<(), String>> + Send;
 }
 
@@ -260,28 +289,39 @@ pub(crate) async fn drive(
         dates.rotate_left(at);
     }
     let mut report = Report::default();
+    let progress = Progress::new(dates.len(), options.progress_every);
+    let mut read = 0;
     for (n, &date) in dates.iter().enumerate() {
         report.partitions += 1;
-        let mut done = Done::default();
+        let done = Done::default();
+        let status = || Status {
+            partition: date,
+            partitions_done: n,
+            merged: report.merged + Done::get(&done.merged),
+            read: read + Done::get(&done.read),
+        };
+        progress.between(status());
         let result = match out_of_time(options) {
             Some(why) => {
                 report.resume_from.get_or_insert(date);
                 Err(why)
             }
-            None => compactor.partition(date, options, &mut done).await,
+            None => progress.watch(compactor.partition(date, options, &done), status).await,
         };
+        read += Done::get(&done.read);
         report.add(&done);
+        let merged = Done::get(&done.merged);
         match result {
             Ok(()) => tracing::info!(
-                partition = %date, merged = done.merged, written = done.written,
-                already_merged = done.already_merged, skipped = done.skipped, "partition compacted"
+                partition = %date, merged, written = Done::get(&done.written),
+                already_merged = Done::get(&done.already_merged), skipped = Done::get(&done.skipped), "partition compacted"
             ),
             Err(why) if why == OUT_OF_TIME => {
                 if report.resume_from.is_none() {
                     // Cut off inside this partition: what it wrote stays; the next run starts after it.
                     report.resume_from = Some(dates[(n + 1) % dates.len()]);
                 }
-                tracing::warn!(partition = %date, merged = done.merged, "left for the next run: {why}");
+                tracing::warn!(partition = %date, merged, "left for the next run: {why}");
                 report.cut_off.push(date);
             }
             Err(why) => {
@@ -290,6 +330,7 @@ pub(crate) async fn drive(
             }
         }
     }
+    progress.finish();
     Ok(report)
 }
 

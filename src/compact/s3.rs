@@ -52,7 +52,7 @@ impl Compactor for S3Compactor {
         self.partitions().await
     }
 
-    async fn partition(&mut self, date: Date, options: &Options, done: &mut Done) -> Result<(), String> {
+    async fn partition(&mut self, date: Date, options: &Options, done: &Done) -> Result<(), String> {
         if let Some(lost) = &*self.lost.lock().unwrap() {
             return Err(lost.to_string());
         }
@@ -122,7 +122,7 @@ impl S3Compactor {
         Ok(dates)
     }
 
-    async fn compact(&self, date: Date, options: &Options, done: &mut Done) -> Result<(), String> {
+    async fn compact(&self, date: Date, options: &Options, done: &Done) -> Result<(), String> {
         let dir = format!("{}{}/", self.prefix, partition_name(date));
         let start_after = self.lease.lock().await.resume.start_after.get(&date).cloned();
         let mut part = Partition {
@@ -191,7 +191,7 @@ impl S3Compactor {
         part: &mut Partition,
         objects: &[aws_sdk_s3::types::Object],
         options: &Options,
-        done: &mut Done,
+        done: &Done,
     ) -> Result<(), String> {
         let mut candidates = Vec::new();
         for object in objects {
@@ -217,7 +217,7 @@ impl S3Compactor {
         // Copies left by a run that stopped after writing their merged object.
         let stale: Vec<String> = stale.into_iter().map(|(key, _)| key).collect();
         self.delete(&stale).await?;
-        done.already_merged += stale.len() as u64;
+        Done::count(&done.already_merged, stale.len() as u64);
 
         let mut bodies = futures_util::stream::iter(fresh)
             .map(|(key, id)| async move {
@@ -228,9 +228,10 @@ impl S3Compactor {
         while let Some((key, id, body)) = bodies.next().await {
             // Gone since the LIST: only a compaction deletes, after merging it.
             if let Some(body) = body? {
+                Done::count(&done.read, 1);
                 if !mergeable(&body, &id) {
                     tracing::warn!(key = %key, "left in place: not one stored line ending with the id its key names");
-                    done.skipped += 1;
+                    Done::count(&done.skipped, 1);
                 } else {
                     if !part.chunk.keys.is_empty() && part.chunk.lines + body.len() > options.max_object_bytes {
                         let full = std::mem::replace(&mut part.chunk, Chunk::new());
@@ -252,7 +253,7 @@ impl S3Compactor {
 
     /// Cut off by the deadline: every run makes progress, so what is fetched is written, and the
     /// partition's next listing starts after the last key dealt with.
-    async fn stop(&self, mut part: Partition, done: &mut Done, why: String) -> Result<(), String> {
+    async fn stop(&self, mut part: Partition, done: &Done, why: String) -> Result<(), String> {
         if !part.chunk.keys.is_empty() {
             let chunk = std::mem::replace(&mut part.chunk, Chunk::new());
             self.flush(&part.dir, chunk, done).await?;
@@ -335,7 +336,7 @@ impl S3Compactor {
 
     /// Writes `chunk` as one merged object, if no object of that name is there, then deletes
     /// the per-event objects in it.
-    async fn flush(&self, dir: &str, chunk: Chunk, done: &mut Done) -> Result<(), String> {
+    async fn flush(&self, dir: &str, chunk: Chunk, done: &Done) -> Result<(), String> {
         // Named by the first half of a SHA-256 over the ids in it, in order.
         let name = format!(
             "{dir}{MERGED_PREFIX}{}.jsonl.gz",
@@ -354,13 +355,13 @@ impl S3Compactor {
             .send()
             .await;
         match put {
-            Ok(_) => done.written += 1,
+            Ok(_) => Done::count(&done.written, 1),
             // A run that stopped before its deletes wrote this very object: the same ids, in order.
             Err(e) if status(&e) == Some(412) => {}
             Err(e) => return Err(format!("PutObject {name} failed: {}", DisplayErrorContext(&e))),
         }
         self.delete(&chunk.keys).await?;
-        done.merged += chunk.keys.len() as u64;
+        Done::count(&done.merged, chunk.keys.len() as u64);
         Ok(())
     }
 

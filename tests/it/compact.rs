@@ -672,3 +672,32 @@ async fn the_compaction_function_runs_per_invocation_and_emits_what_its_alarm_wa
     // The line the alarm's description tells the operator to look for, in the function's log.
     assert!(output.contains("compacting partition dt=2026-01-30 failed"), "the failure is logged:\n{output}");
 }
+
+/// A run by hand says how far it has got: while a partition is worked on, a structured
+/// `progress` line every `--progress` seconds (a terminal gets one status line redrawn instead),
+/// with the partition, the partitions done of the run's, and the events and objects so far.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_run_shows_its_progress() {
+    let Some((moto, s3)) = moto().await else { return };
+    seed(&s3, &[day(D1, 30), day(D2, 30)].concat()).await;
+    // Each LIST of a partition takes 1.5 s, as a slow page would: a run of about 3 s.
+    let proxy = crate::support::fault_proxy::FaultProxy::start(moto.addr).await;
+    proxy.when(
+        |l| l.contains("list-type=2") && l.contains("dt%3D") && !l.contains("merged-"),
+        crate::support::fault_proxy::Fault::Delay(Duration::from_millis(1500)),
+    );
+    let (code, out) = compact(proxy.addr, &["--through", "2026-01-31", "--min-age", "0", "--progress", "1"]).await;
+    assert_eq!(code, 0, "{out}");
+    let progress: Vec<&str> = out.lines().filter(|l| l.contains(" progress ")).collect();
+    assert!(progress.len() >= 2, "a line a second while the partitions are listed:\n{out}");
+    assert!(progress.iter().all(|l| l.contains("partitions=2")), "{progress:?}");
+    assert!(
+        progress.iter().any(|l| l.contains("partition=2026-01-30") && l.contains("partitions_done=0")),
+        "{progress:?}"
+    );
+    assert!(
+        progress.iter().any(|l| l.contains("partition=2026-01-31") && l.contains("partitions_done=1")),
+        "{progress:?}"
+    );
+    assert!(out.contains("60 events merged"), "{out}");
+}

@@ -50,13 +50,13 @@ impl Compactor for DirCompactor {
         Ok(found.into_iter().map(|(date, _)| date).collect())
     }
 
-    async fn partition(&mut self, date: Date, options: &Options, done: &mut Done) -> Result<(), String> {
+    async fn partition(&mut self, date: Date, options: &Options, done: &Done) -> Result<(), String> {
         let dir = self.root.join(partition_name(date));
         partition(&*self.disk, &dir, options, &mut self.names, done).map_err(|e| e.to_string())
     }
 }
 
-fn partition(disk: &dyn Disk, dir: &Path, options: &Options, names: &mut Names, done: &mut Done) -> io::Result<()> {
+fn partition(disk: &dyn Disk, dir: &Path, options: &Options, names: &mut Names, done: &Done) -> io::Result<()> {
     let cutoff = cutoff(options);
     let mut candidates = Vec::new();
     let mut known = HashSet::new();
@@ -80,7 +80,7 @@ fn partition(disk: &dyn Disk, dir: &Path, options: &Options, names: &mut Names, 
     let (stale, fresh): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|(_, id)| known.contains(id));
     for (path, _) in &stale {
         disk.remove_file(path)?;
-        done.already_merged += 1;
+        Done::count(&done.already_merged, 1);
     }
     if !stale.is_empty() {
         disk.sync_dir(dir)?;
@@ -90,9 +90,10 @@ fn partition(disk: &dyn Disk, dir: &Path, options: &Options, names: &mut Names, 
     for (path, id) in fresh {
         let mut line = Vec::new();
         Reader { file: &*disk.open(&path, Open::Existing)?, pos: 0 }.read_to_end(&mut line)?;
+        Done::count(&done.read, 1);
         if !mergeable(&line, &id) {
             tracing::warn!(file = %path.display(), "left in place: not one stored line ending with the id its name names");
-            done.skipped += 1;
+            Done::count(&done.skipped, 1);
             continue;
         }
         if merge.as_ref().is_some_and(|m| m.len + line.len() as u64 > cap) {
@@ -127,7 +128,7 @@ impl Merge {
     }
 
     /// Makes the segment durable under its visible name, then removes the files merged into it.
-    fn finish(self, disk: &dyn Disk, dir: &Path, done: &mut Done) -> io::Result<()> {
+    fn finish(self, disk: &dyn Disk, dir: &Path, done: &Done) -> io::Result<()> {
         self.file.sync_data()?;
         disk.rename(&files::merge(dir, &self.name), &files::sealed(dir, &self.name))?;
         disk.sync_dir(dir)?;
@@ -135,8 +136,8 @@ impl Merge {
             disk.remove_file(path)?;
         }
         disk.sync_dir(dir)?;
-        done.written += 1;
-        done.merged += self.merged.len() as u64;
+        Done::count(&done.written, 1);
+        Done::count(&done.merged, self.merged.len() as u64);
         Ok(())
     }
 }
