@@ -310,6 +310,7 @@ pub(crate) async fn drive(
         };
         read += Done::get(&done.read);
         report.add(&done);
+        progress.clear();
         let merged = Done::get(&done.merged);
         match result {
             Ok(()) => tracing::info!(
@@ -330,7 +331,6 @@ pub(crate) async fn drive(
             }
         }
     }
-    progress.finish();
     Ok(report)
 }
 

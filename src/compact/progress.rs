@@ -92,10 +92,11 @@ impl Progress {
         }
     }
 
-    /// Ends the status line on a terminal, so that what follows starts on a line of its own.
-    pub fn finish(&self) {
-        if self.drawn.load(Ordering::Relaxed) {
-            let _ = writeln!(std::io::stderr().lock());
+    /// Clears the status line on a terminal, so that a log line written next starts on a line of
+    /// its own; the next status redraws it.
+    pub fn clear(&self) {
+        if self.drawn.swap(false, Ordering::Relaxed) {
+            let _ = write!(std::io::stderr().lock(), "\r{:100}\r", "");
         }
     }
 }
