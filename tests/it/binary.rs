@@ -427,27 +427,31 @@ async fn trace_level_set_by_hand_logs_no_token_and_no_body() {
 async fn a_first_deploy_before_the_token_loses_no_event() {
     let s3_root = tempfile::tempdir().unwrap();
     let s3 = s3_server(s3_root.path()).await;
-    let (api, events, mut outcomes) = runtime_api().await;
     let samples =
         ["new.json", "create.json", "flags-set.json", "flags-set-deleted.json", "base64-no-content-type.json"];
-    let mut invocations = 0;
-    let mut invoke = async |event: String| {
-        invocations += 1;
-        events.send((format!("invocation-{invocations:02}"), event)).await.unwrap();
+    async fn invoke(
+        events: &tokio::sync::mpsc::Sender<(String, String)>,
+        outcomes: &mut tokio::sync::mpsc::Receiver<(String, Outcome)>,
+        name: &str,
+    ) -> serde_json::Value {
+        events.send((format!("invocation-{name}"), event_text(name))).await.unwrap();
         match tokio::time::timeout(Duration::from_secs(60), outcomes.recv()).await.unwrap().unwrap().1 {
             Outcome::Response(r) => r,
             Outcome::Error(e) => panic!("an invocation error: {e}"),
         }
-    };
+    }
 
+    // Each deploy is a new execution environment with a Runtime API of its own, so the killed
+    // first process's last poll cannot take an event meant for the second.
+    let (api, events, mut outcomes) = runtime_api().await;
     let mut first = lambda_env(api, s3);
     first.retain(|(k, _)| *k != "WEBHOOK_TOKENS");
     first.push(("WEBHOOK_TOKENS", String::new()));
     let deploy = Running::start(&first);
-    let confirm = invoke(event_text("confirm.json")).await;
+    let confirm = invoke(&events, &mut outcomes, "confirm.json").await;
     assert_eq!((confirm["statusCode"].as_u64(), confirm["body"].as_str()), (Some(200), Some(ACCOUNT_ID)));
     for name in samples {
-        let r = invoke(event_text(name)).await;
+        let r = invoke(&events, &mut outcomes, name).await;
         assert_eq!(r["statusCode"], 503, "{name}: not 200, so the sender resends it: {r}");
         assert!(r["body"].as_str().unwrap().contains("No webhook token is configured yet"), "{name}: {r}");
     }
@@ -460,9 +464,10 @@ async fn a_first_deploy_before_the_token_loses_no_event() {
     drop(deploy);
 
     // The token from the panel's Token column, deployed; then each event's one resend.
+    let (api, events, mut outcomes) = runtime_api().await;
     let redeploy = Running::start(&lambda_env(api, s3));
     for name in samples {
-        let r = invoke(event_text(name)).await;
+        let r = invoke(&events, &mut outcomes, name).await;
         assert_eq!(r["statusCode"], 200, "{name}'s resend: {r}\n{}", redeploy.output());
     }
     let mut stored: Vec<String> = bucket_objects(&client).await.into_iter().map(|(key, _, _)| key).collect();
