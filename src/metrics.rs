@@ -127,6 +127,7 @@ pub fn compaction_emf_line(function_name: &str, report: &crate::compact::Report,
         ("CompactionFailed", COUNT, report.failed.len() as f64),
         ("CompactedEvents", COUNT, report.merged as f64),
         ("CompactedObjectsWritten", COUNT, report.written as f64),
+        ("CompactionLeaseHeld", COUNT, f64::from(u8::from(report.lease_held))),
     ];
     emf(function_name, &values, now, emf_level())
 }

@@ -35,10 +35,11 @@ pub async fn serve_lambda(config: CompactConfig) -> Result<(), crate::Error> {
         options.deadline = Instant::now().checked_add(left.saturating_sub(DEADLINE_MARGIN.min(left / 10)));
         let report = match run(config, &options).await {
             // Another run is at work (one by hand: the schedule's are one at a time, by
-            // ReservedConcurrentExecutions): nothing to do, and nothing to alarm on.
+            // ReservedConcurrentExecutions): nothing to do, and no failure. Counted as
+            // CompactionLeaseHeld, whose alarm fires only when a whole day's runs found it held.
             Err(CompactError::Lease(held @ LeaseError::Held { .. })) => {
                 tracing::info!("{held}");
-                emit_compaction(&config.function_name, &Report::default());
+                emit_compaction(&config.function_name, &Report { lease_held: true, ..Report::default() });
                 return Ok(serde_json::json!({ "merged": 0, "written": 0, "lease_held": true }));
             }
             report => report,

@@ -176,6 +176,8 @@ pub struct Report {
     /// Where the next run should start, when the deadline cut this one off: the partition after
     /// the one it was cut off in, so no partition holds the others back for more than a run.
     pub resume_from: Option<Date>,
+    /// The run did nothing: another run held the lease.
+    pub lease_held: bool,
 }
 
 impl fmt::Display for Report {

@@ -647,6 +647,8 @@ async fn the_compaction_function_runs_per_invocation_and_emits_what_its_alarm_wa
     let lines = support::emf_lines(&output);
     assert_eq!(lines.len(), 4, "one EMF line per run:\n{output}");
     assert_eq!(lines.iter().map(|l| l["CompactionFailed"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 0, 1, 0]);
+    let held: Vec<_> = lines.iter().map(|l| l["CompactionLeaseHeld"].as_u64().unwrap()).collect();
+    assert_eq!(held, [0, 0, 0, 1], "only the held run counts for CompactionBlockedAlarm");
     assert!(output.contains("another compaction holds"), "the held run says why it did nothing:\n{output}");
     assert_eq!(lines[1]["CompactedEvents"], 30);
     let alarms: Vec<_> = alarmed_metrics()

@@ -270,6 +270,11 @@ def main():
     watched = {(a["Namespace"], a["MetricName"], a["Dimensions"][0]["Value"]["Ref"]) for a in alarms}
     check({("mailhook", "CompactionFailed", "CompactFunction"), ("AWS/Lambda", "Errors", "CompactFunction")} <= watched,
           "a failed compaction alarms: its CompactionFailed metric, and its Lambda errors (timeouts write no metric)")
+    blocked = resources["CompactionBlockedAlarm"]["Properties"]
+    runs_a_day = 24 // int(hours.split("/")[1])
+    check(blocked["MetricName"] == "CompactionLeaseHeld" and blocked["Period"] == 86400
+          and blocked["Threshold"] == runs_a_day and blocked["ComparisonOperator"] == "GreaterThanOrEqualToThreshold",
+          f"a lease held through all {runs_a_day} scheduled runs of a day alarms (CompactionLeaseHeld)")
 
     # The silence alarm, at every value SilenceAlarmHours allows: off at 0; otherwise one-hour
     # periods over at most the day CloudWatch evaluates, missing data counted as silence, on a
