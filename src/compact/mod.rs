@@ -119,30 +119,23 @@ impl Options {
                         .filter(|&n| n >= 1)
                         .ok_or_else(|| format!("--max-object-bytes must be a whole number of bytes, got {v:?}"))?;
                 }
-                "--lease" => {
-                    let v = value()?;
-                    options.lease = v
-                        .parse()
-                        .ok()
-                        .filter(|&n| (2..=86_400).contains(&n))
-                        .map(Duration::from_secs)
-                        .ok_or_else(|| format!("--lease must be whole seconds from 2 to 86400, got {v:?}"))?;
-                }
-                "--progress" => {
-                    let v = value()?;
-                    options.progress_every = v
-                        .parse()
-                        .ok()
-                        .filter(|&n| (1..=86_400).contains(&n))
-                        .map(Duration::from_secs)
-                        .ok_or_else(|| format!("--progress must be whole seconds from 1 to 86400, got {v:?}"))?;
-                }
+                "--lease" => options.lease = seconds(&flag, &value()?, 2)?,
+                "--progress" => options.progress_every = seconds(&flag, &value()?, 1)?,
                 "-h" | "--help" => return Err(USAGE.to_owned()),
                 other => return Err(format!("unknown argument {other:?}: {USAGE}")),
             }
         }
         Ok(options)
     }
+}
+
+/// A flag's whole seconds, from `min` to a day.
+fn seconds(flag: &str, v: &str, min: u64) -> Result<Duration, String> {
+    v.parse()
+        .ok()
+        .filter(|n| (min..=86_400).contains(n))
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{flag} must be whole seconds from {min} to 86400, got {v:?}"))
 }
 
 pub(crate) fn parse_date(text: &str) -> Option<Date> {
@@ -431,6 +424,11 @@ mod tests {
         assert_eq!(parse(&["--lease", "30"]).unwrap().lease, Duration::from_secs(30));
         assert_eq!(parse(&[]).unwrap().lease, Duration::from_secs(600));
         assert!(parse(&["--lease", "1"]).unwrap_err().contains("--lease"));
+        assert_eq!(parse(&["--progress", "1"]).unwrap().progress_every, Duration::from_secs(1));
+        assert_eq!(
+            parse(&["--progress=0"]).unwrap_err(),
+            "--progress must be whole seconds from 1 to 86400, got \"0\""
+        );
         assert!(parse(&["--dry-run"]).unwrap_err().contains("usage"));
     }
 
