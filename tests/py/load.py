@@ -84,8 +84,10 @@ def scrape(port, metrics_port):
     conn.request("POST", "/", b"{}", {"X-Webhook-Token": "not-the-token"})
     assert conn.getresponse().status == 401
     conn = http.client.HTTPConnection("127.0.0.1", metrics_port, timeout=30)
-    conn.request("GET", "/metrics")
+    # As Prometheus asks; without it /metrics answers the 0.0.4 text format.
+    conn.request("GET", "/metrics", headers={"Accept": "application/openmetrics-text;version=1.0.0"})
     reply = conn.getresponse()
+    assert reply.getheader("Content-Type", "").startswith("application/openmetrics-text"), reply.getheader("Content-Type")
     text = reply.read().decode()
     counts = {}
     for family in text_string_to_metric_families(text):
