@@ -12,13 +12,10 @@ moto does not enforce IAM, so the roles' KMS permissions are checked in check_te
 Run by tests/all.sh inside .venv (moto, boto3).
 """
 
-import base64
-import json
 import os
 import subprocess
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import boto3
@@ -26,25 +23,20 @@ import boto3
 import local_s3
 import procs
 from checks import Checks
+from e2e import EXPECTED, event_body, http
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET, PREFIX, TOKEN = "mail-kms", "mail/", "kms-token"
 
 
 def post(port, body):
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/", data=body, headers={"X-Webhook-Token": TOKEN})
-    with urllib.request.urlopen(request, timeout=30) as reply:
-        return reply.status
+    status, _ = http("POST", f"http://127.0.0.1:{port}/", body, {"X-Webhook-Token": TOKEN})
+    return status
 
 
 def bodies():
-    expected = json.loads((ROOT / "tests/data/expected.json").read_text())
-    for name, e in sorted(expected.items()):
-        if e["status"] != 200 or not e["event"]:
-            continue
-        event = json.loads((ROOT / "events" / name).read_text())
-        body = event["body"]
-        yield base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
+    """Every sample the receiver stores, as sent."""
+    return [event_body(name) for name, e in sorted(EXPECTED.items()) if e["status"] == 200 and e["event"]]
 
 
 def main():
