@@ -37,24 +37,24 @@ async fn lambda_runtime_serves_every_sample_and_answers_a_bad_base64_body_400() 
     let (api, events, mut outcomes) = runtime_api().await;
     let function = Running::start(&lambda_env(api, s3));
 
-    let mut invocations: Vec<(String, String, Option<u16>)> = [
-        ("new.json", Some(200)),
-        ("create.json", Some(200)),
-        ("wrong-token.json", Some(401)),
-        ("flags-set.json", Some(200)),
-        ("invalid-json.json", Some(400)),
-        ("empty-body.json", Some(400)),
-        ("wrong-method.json", Some(405)),
-        ("confirm.json", Some(200)),
-        ("flags-set-deleted.json", Some(200)),
-        ("base64-no-content-type.json", Some(200)),
+    let mut invocations: Vec<(String, String, u16)> = [
+        ("new.json", 200),
+        ("create.json", 200),
+        ("wrong-token.json", 401),
+        ("flags-set.json", 200),
+        ("invalid-json.json", 400),
+        ("empty-body.json", 400),
+        ("wrong-method.json", 405),
+        ("confirm.json", 200),
+        ("flags-set-deleted.json", 200),
+        ("base64-no-content-type.json", 200),
     ]
     .into_iter()
     .map(|(name, status)| (name.to_owned(), event_text(name), status))
     .collect();
     // lambda_http's own conversion panicked on a body flagged base64 that is not; now it is a 400.
-    invocations.insert(3, ("invalid-base64.json".into(), fixture("invalid-base64.json"), Some(400)));
-    invocations.push(("new.json again".into(), event_text("new.json"), Some(200)));
+    invocations.insert(3, ("invalid-base64.json".into(), fixture("invalid-base64.json"), 400));
+    invocations.push(("new.json again".into(), event_text("new.json"), 200));
 
     for (i, (name, event, status)) in invocations.iter().enumerate() {
         let id = format!("invocation-{i:02}");
@@ -64,8 +64,8 @@ async fn lambda_runtime_serves_every_sample_and_answers_a_bad_base64_body_400() 
             .unwrap_or_else(|_| panic!("no answer to {name}; output:\n{}", function.output()))
             .unwrap();
         assert_eq!(got_id, id);
-        match (status, outcome) {
-            (Some(status), Outcome::Response(r)) => {
+        match outcome {
+            Outcome::Response(r) => {
                 assert_eq!(r["statusCode"], *status, "{name}: {r}");
                 assert_eq!(r["headers"]["cache-control"], "no-store", "{name}");
                 if name == "confirm.json" {
@@ -75,10 +75,7 @@ async fn lambda_runtime_serves_every_sample_and_answers_a_bad_base64_body_400() 
                     assert_eq!(body["ok"], *status == 200, "{name}: {body}");
                 }
             }
-            (None, Outcome::Error(e)) => {
-                assert!(!e.contains("not base64"), "the error report does not echo the body: {e}")
-            }
-            (expected, got) => panic!("{name}: expected {expected:?}, got {got:?}"),
+            Outcome::Error(e) => panic!("{name}: expected {status}, got an invocation error: {e}"),
         }
     }
 
