@@ -62,7 +62,7 @@ fn pure(c: &mut Criterion) {
 fn whole_router(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let app = router(Arc::new(AppState {
-        tokens: Tokens::parse("example-token").unwrap(),
+        tokens: Tokens::parse("example-token").unwrap().into(),
         account_id: Some("123456".into()),
         max_body_bytes: 1 << 20,
         store_timeout: Duration::from_secs(5),

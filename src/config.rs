@@ -15,6 +15,8 @@ const MAX_BODY_CEILING: usize = 6 * 1024 * 1024;
 pub struct Config {
     /// `WEBHOOK_TOKENS`: the accepted `X-Webhook-Token` values, comma-separated (old and new while rotating).
     pub tokens: Tokens,
+    /// `WEBHOOK_TOKENS_PARAMETER`: the SSM parameter that holds the tokens instead (tokens.rs).
+    pub tokens_parameter: Option<String>,
     /// `ACCOUNT_ID`: the adm.tools account ID served at `/webhook-confirm.txt`; without it that path is 404.
     pub account_id: Option<String>,
     /// `ARCHIVE_URI`, `S3_FORCE_PATH_STYLE`, `SSL_CERT_FILE`: the archive and how to reach it.
@@ -85,16 +87,32 @@ impl Config {
             })?)
         };
 
-        // Set but empty: the first deploy, before the panel has issued the token. Unset is a
-        // mistake, and refused.
-        let tokens = match (lookup("WEBHOOK_TOKENS"), get("WEBHOOK_TOKENS")) {
-            (None, _) => Err(bad(
+        // The tokens come from one place. An SSM parameter's name, or WEBHOOK_TOKENS: set but
+        // empty is the first deploy, before the panel has issued the token; unset is a mistake.
+        let tokens_parameter = get("WEBHOOK_TOKENS_PARAMETER").map(|v| v.trim().to_owned());
+        if let Some(name) = &tokens_parameter
+            && (name.len() > 2048 || name.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(bad(
+                "WEBHOOK_TOKENS_PARAMETER",
+                "must be an SSM parameter's name or ARN (no spaces, at most 2048 characters)",
+            ));
+        }
+        let tokens = match (&tokens_parameter, lookup("WEBHOOK_TOKENS"), get("WEBHOOK_TOKENS")) {
+            (Some(_), _, Some(_)) => Err(bad(
+                "WEBHOOK_TOKENS",
+                "is set as well as WEBHOOK_TOKENS_PARAMETER: give the tokens in one place (leave WEBHOOK_TOKENS \
+                 empty to read them from the parameter)",
+            )),
+            (Some(_), _, None) => Ok(Tokens::none_yet()),
+            (None, None, _) => Err(bad(
                 "WEBHOOK_TOKENS",
                 "is not set: give the webhook's secret token (several comma-separated while rotating), \
-                 or set it empty until the panel has issued one",
+                 or set it empty until the panel has issued one, or name an SSM parameter that holds \
+                 them in WEBHOOK_TOKENS_PARAMETER",
             )),
-            (Some(_), None) => Ok(Tokens::none_yet()),
-            (Some(_), Some(v)) => Tokens::parse(&v)
+            (None, Some(_), None) => Ok(Tokens::none_yet()),
+            (None, Some(_), Some(v)) => Tokens::parse(&v)
                 .ok_or_else(|| bad("WEBHOOK_TOKENS", "holds no token: give one or more comma-separated tokens")),
         }?;
 
@@ -161,6 +179,7 @@ impl Config {
 
         Ok(Config {
             tokens,
+            tokens_parameter,
             account_id,
             access,
             max_body_bytes,
@@ -175,7 +194,7 @@ impl Config {
 }
 
 /// The AWS SDK's endpoint settings that mailhook checks at start-up (and drops when empty).
-pub const ENDPOINT_VARS: [&str; 2] = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"];
+pub const ENDPOINT_VARS: [&str; 3] = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SSM", "AWS_ENDPOINT_URL"];
 
 /// The archive and how to reach it: what the receiver and `mailhook compact` both need.
 #[derive(Debug, Clone)]
@@ -451,6 +470,24 @@ mod tests {
             assert!(!c.tokens.is_configured(), "{empty:?}");
         }
         assert!(load(&[("WEBHOOK_TOKENS", "t")]).unwrap().tokens.is_configured());
+    }
+
+    #[test]
+    fn tokens_come_from_one_place() {
+        // The template's two settings: the parameter's name with WEBHOOK_TOKENS declared empty,
+        // or the reverse.
+        let c = load(&[("WEBHOOK_TOKENS_PARAMETER", " /stack/webhook-tokens "), ("WEBHOOK_TOKENS", "")]).unwrap();
+        assert_eq!(c.tokens_parameter.as_deref(), Some("/stack/webhook-tokens"));
+        assert!(load(&[("WEBHOOK_TOKENS_PARAMETER", "/stack/webhook-tokens")]).is_ok(), "WEBHOOK_TOKENS unset");
+        let c = load(&[("WEBHOOK_TOKENS_PARAMETER", ""), ("WEBHOOK_TOKENS", "t")]).unwrap();
+        assert_eq!((c.tokens_parameter, c.tokens.is_configured()), (None, true));
+        // Both: which one counts would be a guess.
+        assert_eq!(failing_var(&[("WEBHOOK_TOKENS_PARAMETER", "/p"), ("WEBHOOK_TOKENS", "t")]), "WEBHOOK_TOKENS");
+        for bad in ["/a b", "/a\tb", &format!("/{}", "a".repeat(2048))] {
+            assert_eq!(failing_var(&[("WEBHOOK_TOKENS_PARAMETER", bad)]), "WEBHOOK_TOKENS_PARAMETER", "{bad:?}");
+        }
+        let message = load(&[]).unwrap_err().to_string();
+        assert!(message.contains("WEBHOOK_TOKENS_PARAMETER"), "the other way is named: {message}");
     }
 
     #[test]

@@ -18,7 +18,8 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::archive::{Archive, ArchiveError, Stored};
 use crate::metrics::{Metrics, Outcome, Sample};
 use crate::record::{Meta, Record};
-use crate::webhook::{self, Rejection, Tokens};
+use crate::tokens::{TokenError, TokenSource};
+use crate::webhook::{self, Rejection};
 
 /// Who a function URL request is, as the Lambda front door (`lambda.rs`) read it from the event.
 #[derive(Debug, Clone)]
@@ -32,7 +33,7 @@ pub const CONFIRM_PATH: &str = "/webhook-confirm.txt";
 
 /// What the routes need, built once at start-up.
 pub struct AppState<A> {
-    pub tokens: Tokens,
+    pub tokens: TokenSource,
     pub account_id: Option<String>,
     pub max_body_bytes: usize,
     pub store_timeout: Duration,
@@ -85,6 +86,19 @@ pub enum Failure {
     Rejected(#[from] Rejection),
     #[error(transparent)]
     Store(#[from] ArchiveError),
+    /// The tokens could not be read (`WEBHOOK_TOKENS_PARAMETER`): not the sender's fault, so
+    /// answered and counted as a failure of ours, and the sender's resend may find them.
+    #[error("{0}")]
+    TokensUnreadable(String),
+}
+
+impl From<TokenError> for Failure {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Rejected(r) => Failure::Rejected(r),
+            unreadable @ TokenError::Unreadable { .. } => Failure::TokensUnreadable(unreadable.to_string()),
+        }
+    }
 }
 
 impl Failure {
@@ -105,7 +119,7 @@ impl Failure {
                 | Rejection::InvalidJson(_)
                 | Rejection::NotAnObject(_) => StatusCode::BAD_REQUEST,
             },
-            Failure::Store(ArchiveError::Busy { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            Failure::Store(ArchiveError::Busy { .. }) | Failure::TokensUnreadable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Failure::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -119,6 +133,7 @@ impl IntoResponse for Failure {
             Failure::Rejected(r) => r.to_string(),
             Failure::Store(ArchiveError::Busy { .. }) => "The archive is busy: the event was not stored".to_owned(),
             Failure::Store(_) => "Failed to store the event".to_owned(),
+            Failure::TokensUnreadable(_) => "Could not read the webhook tokens: the event was not stored".to_owned(),
         };
         let mut response = reply(self.status(), Some(&error));
         if matches!(self, Failure::Rejected(Rejection::MethodNotAllowed)) {
@@ -163,7 +178,7 @@ async fn receive<A: Archive>(State(state): State<Arc<AppState<A>>>, request: Req
             Ok((_, Stored::AlreadyPresent)) => Outcome::Duplicate,
             Err(Failure::Rejected(_)) => Outcome::Rejected,
             Err(Failure::Store(ArchiveError::Busy { .. })) => Outcome::Busy,
-            Err(Failure::Store(_)) => Outcome::Failed,
+            Err(Failure::Store(_) | Failure::TokensUnreadable(_)) => Outcome::Failed,
         },
         sender_refused: matches!(outcome, Err(Failure::Rejected(Rejection::BadToken | Rejection::NoTokenYet)))
             && meta.ua.as_deref() == Some(webhook::SENDER_USER_AGENT),
@@ -189,6 +204,9 @@ async fn receive<A: Archive>(State(state): State<Arc<AppState<A>>>, request: Req
                 Failure::Store(e) => {
                     tracing::error!(request_id = %meta.request_id, status, error = %e, duration_ms = elapsed_ms, "store failed")
                 }
+                Failure::TokensUnreadable(e) => {
+                    tracing::error!(request_id = %meta.request_id, status, error = %e, duration_ms = elapsed_ms, "tokens unreadable")
+                }
                 Failure::Rejected(r) => {
                     tracing::info!(request_id = %meta.request_id, status, reason = %r, duration_ms = elapsed_ms, "rejected")
                 }
@@ -210,7 +228,7 @@ async fn accept<A: Archive>(
         return Err(Rejection::Malformed(what).into());
     }
     webhook::check_method(request.method())?;
-    webhook::check_token(request.headers(), &state.tokens)?;
+    state.tokens.check(request.headers()).await?;
     webhook::check_encoding(request.headers())?;
     let body = tokio::time::timeout(state.body_timeout, read_body(request.into_body(), state.max_body_bytes))
         .await

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod record;
 pub mod s3;
 pub mod server;
+pub mod tokens;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::archive::{Archive, DirArchive, S3Archive};
 use crate::config::{ArchiveTarget, Config, Runtime};
 use crate::http::AppState;
 use crate::metrics::{Metrics, Prometheus};
+use crate::tokens::{ParameterTokens, TokenSource};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -33,36 +35,48 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds the archive the configuration names and serves until the runtime stops.
 pub async fn run(config: Config) -> Result<(), Error> {
-    match config.access.archive.clone() {
-        ArchiveTarget::S3 { bucket, prefix } => {
-            let loader = s3::sdk_loader(config.runtime == Runtime::Lambda);
-            let client = s3::receiver_client(&config.access, config.store_timeout, loader).await;
-            serve(config, S3Archive::new(client, bucket), prefix).await
+    let lambda = config.runtime == Runtime::Lambda;
+    let needs_aws = matches!(config.access.archive, ArchiveTarget::S3 { .. }) || config.tokens_parameter.is_some();
+    let aws = match needs_aws {
+        true => Some(s3::receiver_config(config.access.trust, config.store_timeout, s3::sdk_loader(lambda)).await),
+        false => None,
+    };
+    let tokens = match (&config.tokens_parameter, &aws) {
+        (Some(name), Some(aws)) => {
+            TokenSource::Parameter(ParameterTokens::new(aws_sdk_ssm::Client::new(aws), name.clone()))
         }
-        ArchiveTarget::Dir(path) => {
+        _ => TokenSource::Fixed(config.tokens.clone()),
+    };
+    match (config.access.archive.clone(), aws) {
+        (ArchiveTarget::S3 { bucket, prefix }, Some(aws)) => {
+            let client = s3::client(&aws, config.access.s3_force_path_style);
+            serve(config, tokens, S3Archive::new(client, bucket), prefix).await
+        }
+        (ArchiveTarget::S3 { .. }, None) => unreachable!("an S3 archive loads the SDK configuration"),
+        (ArchiveTarget::Dir(path), _) => {
             let archive = DirArchive::open(&path).map_err(|e| match e.kind() {
                 std::io::ErrorKind::ResourceBusy => format!("ARCHIVE_URI directory {} is in use: {e}", path.display()),
                 _ => format!("configuration error: ARCHIVE_URI directory {} is not writable: {e}", path.display()),
             })?;
-            serve(config, archive, String::new()).await
+            serve(config, tokens, archive, String::new()).await
         }
     }
 }
 
-async fn serve<A: Archive>(config: Config, archive: A, prefix: String) -> Result<(), Error> {
+async fn serve<A: Archive>(config: Config, tokens: TokenSource, archive: A, prefix: String) -> Result<(), Error> {
     let metrics = match (config.runtime, config.metrics_addr) {
         (Runtime::Lambda, _) => Metrics::Emf { function_name: config.function_name.clone() },
         (Runtime::Http(_), Some(_)) => Metrics::Prometheus(Prometheus::default()),
         (Runtime::Http(_), None) => Metrics::Off,
     };
-    if !config.tokens.is_configured() {
+    if matches!(&tokens, TokenSource::Fixed(t) if !t.is_configured()) {
         tracing::warn!(
             "WEBHOOK_TOKENS is empty: every webhook request gets 503 (and one resend 15 minutes later) \
              until the panel's token is set"
         );
     }
     let state = Arc::new(AppState {
-        tokens: config.tokens,
+        tokens,
         account_id: config.account_id,
         max_body_bytes: config.max_body_bytes,
         store_timeout: config.store_timeout,

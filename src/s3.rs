@@ -1,4 +1,4 @@
-//! The S3 client, built once at start-up on the SDK's hyper 1 client with rustls on ring, and
+//! The S3 client (and the SSM client of tokens.rs), built once at start-up on the SDK's hyper 1 client with rustls on ring, and
 //! the one reading of an SDK error that mailhook needs: its HTTP status.
 
 use std::time::Duration;
@@ -41,15 +41,17 @@ pub fn sdk_loader(lambda: bool) -> aws_config::ConfigLoader {
     }
 }
 
-/// The receiver's client, from `loader` (the SDK's defaults in production; tests add an endpoint
-/// and keys). Loading reads the environment only; credentials are fetched on first use. Timeouts
-/// keep a stalled S3 well inside the store budget, so the sender gets a 5xx (and its one resend)
-/// rather than a Lambda timeout.
-pub async fn receiver_client(
-    access: &Access,
+/// The receiver's SDK configuration, from `loader` (the SDK's defaults in production; tests add
+/// an endpoint and keys): its S3 client, and the SSM client that reads the tokens if they live in
+/// a parameter, share its HTTP client, credentials, timeouts and retries. Loading reads the
+/// environment only; credentials are fetched on first use. Timeouts keep a stalled service well
+/// inside the store budget, so the sender gets a 5xx (and its one resend) rather than a Lambda
+/// timeout.
+pub async fn receiver_config(
+    trust: Trust,
     store_timeout: Duration,
     loader: aws_config::ConfigLoader,
-) -> aws_sdk_s3::Client {
+) -> aws_config::SdkConfig {
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(store_timeout.min(Duration::from_secs(2)))
         .operation_attempt_timeout(store_timeout / 2)
@@ -61,7 +63,16 @@ pub async fn receiver_client(
         .with_max_attempts(3)
         .with_initial_backoff(Duration::from_millis(100))
         .with_max_backoff(Duration::from_secs(1));
-    build(loader, access.s3_force_path_style, access.trust, timeouts, retries).await
+    load(loader, trust, timeouts, retries).await
+}
+
+/// The receiver's S3 client (see `receiver_config`).
+pub async fn receiver_client(
+    access: &Access,
+    store_timeout: Duration,
+    loader: aws_config::ConfigLoader,
+) -> aws_sdk_s3::Client {
+    client(&receiver_config(access.trust, store_timeout, loader).await, access.s3_force_path_style)
 }
 
 /// The compaction's client: longer attempts than the receiver's (a merged object is up to
@@ -96,6 +107,17 @@ pub async fn build(
     timeouts: TimeoutConfig,
     retries: RetryConfig,
 ) -> aws_sdk_s3::Client {
+    client(&load(loader, trust, timeouts, retries).await, force_path_style)
+}
+
+/// The SDK configuration on the SDK's hyper 1 client with rustls on ring, trusting `trust`'s
+/// roots, with these timeouts and retries.
+pub async fn load(
+    loader: aws_config::ConfigLoader,
+    trust: Trust,
+    timeouts: TimeoutConfig,
+    retries: RetryConfig,
+) -> aws_config::SdkConfig {
     let mut https = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring));
     if trust == Trust::AmazonTrustServices {
         let roots = TrustStore::empty().with_native_roots(false).with_pem_certificate(ATS_ROOTS);
@@ -103,8 +125,11 @@ pub async fn build(
         https = https.tls_context(context);
     }
     let https = https.build_https();
-    let shared = loader.http_client(https).timeout_config(timeouts).retry_config(retries).load().await;
-    let s3 = aws_sdk_s3::config::Builder::from(&shared).force_path_style(force_path_style).build();
+    loader.http_client(https).timeout_config(timeouts).retry_config(retries).load().await
+}
+
+pub fn client(shared: &aws_config::SdkConfig, force_path_style: bool) -> aws_sdk_s3::Client {
+    let s3 = aws_sdk_s3::config::Builder::from(shared).force_path_style(force_path_style).build();
     aws_sdk_s3::Client::from_conf(s3)
 }
 

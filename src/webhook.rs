@@ -67,6 +67,11 @@ impl Tokens {
         Tokens(Vec::new())
     }
 
+    /// How many tokens are accepted.
+    pub fn count(&self) -> usize {
+        self.0.len()
+    }
+
     /// False before the first token is configured.
     pub fn is_configured(&self) -> bool {
         !self.0.is_empty()

@@ -91,7 +91,7 @@ fn function_url(control: u8, data: &[u8]) {
         static RUNTIME: tokio::runtime::Runtime =
             tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         static APP: axum::Router = mailhook::http::router(std::sync::Arc::new(AppState {
-            tokens: Tokens::parse("fuzz-token").unwrap(),
+            tokens: Tokens::parse("fuzz-token").unwrap().into(),
             account_id: Some("123456".into()),
             max_body_bytes: 4096,
             store_timeout: Duration::from_secs(5),

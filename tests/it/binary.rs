@@ -11,7 +11,7 @@ use support::lambda::{Outcome, alarmed_metrics, runtime_api};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn lambda_env(runtime_api: SocketAddr, s3: SocketAddr) -> Vec<(&'static str, String)> {
+pub(crate) fn lambda_env(runtime_api: SocketAddr, s3: SocketAddr) -> Vec<(&'static str, String)> {
     let mut vars = vec![
         ("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string()),
         ("AWS_LAMBDA_FUNCTION_NAME", "mailhook".into()),

@@ -16,3 +16,4 @@ mod rules;
 mod s3;
 mod server;
 mod tls;
+mod tokens;

@@ -399,7 +399,7 @@ async fn a_hung_sync_fills_the_queue_and_then_requests_get_503_at_once() {
     let tuning = Tuning { sync: hanging_sync, queue_limit: 4, ..Tuning::default() };
     let archive = DirArchive::open_with(root.path(), tuning).unwrap();
     let state = Arc::new(AppState {
-        tokens: crate::webhook::Tokens::parse("t").unwrap(),
+        tokens: crate::webhook::Tokens::parse("t").unwrap().into(),
         account_id: None,
         max_body_bytes: 1 << 20,
         store_timeout: Duration::from_millis(200),

@@ -64,7 +64,7 @@ pub fn state<A: Archive>(archive: A, prefix: &str) -> Arc<AppState<A>> {
 
 pub fn state_with_budget<A: Archive>(archive: A, prefix: &str, store_timeout: Duration) -> Arc<AppState<A>> {
     Arc::new(AppState {
-        tokens: Tokens::parse(&format!("old-token,{TOKEN}")).unwrap(),
+        tokens: Tokens::parse(&format!("old-token,{TOKEN}")).unwrap().into(),
         account_id: Some(ACCOUNT_ID.into()),
         max_body_bytes: 1024 * 1024,
         store_timeout,

@@ -1,0 +1,226 @@
+//! Tokens read from an SSM Parameter Store parameter (`WEBHOOK_TOKENS_PARAMETER`), against
+//! moto_server's SSM on loopback: the first deploy before the panel has issued a token, a token
+//! set and rotated without a redeploy, a removed token refused, and SSM out of reach.
+
+use crate::support;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use mailhook::tokens::{ParameterTokens, TokenError, TokenSource};
+use mailhook::webhook::Rejection;
+use support::lambda::{Outcome, runtime_api};
+use support::*;
+
+const PARAMETER: &str = "/mailhook-test/webhook-tokens";
+
+struct Moto {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// moto_server on a free loopback port; `None` (SKIPPED) if it is not installed and not required.
+async fn moto() -> Option<Moto> {
+    let addr = closed_port();
+    let child = match Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) if std::env::var_os("MAILHOOK_REQUIRE_MOTO").is_none() => {
+            skipped(&format!("tokens from SSM: moto_server cannot be started ({e}); tests/all.sh installs it"));
+            return None;
+        }
+        Err(e) => panic!("moto_server cannot be started ({e}): run tests/all.sh, which installs it into .venv"),
+    };
+    let moto = Moto { child, addr };
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(60), "moto_server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // moto loads its SSM backend on the first SSM request, which can take longer than mailhook's
+    // store budget; that first request is made here, with time to spare.
+    let warm = client(addr, Duration::from_secs(60)).await.get_parameter().name(PARAMETER).send().await;
+    assert!(warm.is_err_and(|e| e.as_service_error().is_some_and(|e| e.is_parameter_not_found())));
+    Some(moto)
+}
+
+/// An SSM client as mailhook builds it (its HTTP client, timeouts and retries), at `addr`.
+async fn ssm(addr: SocketAddr) -> aws_sdk_ssm::Client {
+    client(addr, Duration::from_secs(2)).await
+}
+
+async fn client(addr: SocketAddr, budget: Duration) -> aws_sdk_ssm::Client {
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(format!("http://{addr}"))
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "tests"));
+    let shared = mailhook::s3::receiver_config(mailhook::s3::Trust::System, budget, loader).await;
+    aws_sdk_ssm::Client::new(&shared)
+}
+
+/// What the README's `SetTokenCommand` does: `aws ssm put-parameter --type SecureString --overwrite`.
+async fn put_tokens(client: &aws_sdk_ssm::Client, value: &str) {
+    client
+        .put_parameter()
+        .name(PARAMETER)
+        .value(value)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
+}
+
+fn token(value: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("x-webhook-token", value.parse().unwrap());
+    headers
+}
+
+fn rejection(checked: Result<(), TokenError>) -> Option<Rejection> {
+    match checked {
+        Ok(()) => None,
+        Err(TokenError::Rejected(r)) => Some(r),
+        Err(e) => panic!("expected a check, got {e}"),
+    }
+}
+
+/// The first deploy as the README steps it, on one running function: deployed with only the
+/// account ID, the panel confirms the URL and sends its first events, which get 503; the token
+/// the panel then shows is put in the parameter (no redeploy), and each event's one resend, 15
+/// minutes later, is stored. The resends follow after `REREAD_AFTER` rather than 15 minutes: for
+/// mailhook any wait at least that long is the same (the key comes from the event's `tstamp`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_deploy_with_the_token_parameter_loses_no_event() {
+    let Some(moto) = moto().await else { return };
+    let s3_root = tempfile::tempdir().unwrap();
+    let s3 = s3_server(s3_root.path()).await;
+    let samples =
+        ["new.json", "create.json", "flags-set.json", "flags-set-deleted.json", "base64-no-content-type.json"];
+    let (api, events, mut outcomes) = runtime_api().await;
+    let mut invoke = async |name: &str| -> serde_json::Value {
+        events.send((format!("invocation-{name}"), event_text(name))).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(60), outcomes.recv()).await.unwrap().unwrap().1 {
+            Outcome::Response(r) => r,
+            Outcome::Error(e) => panic!("an invocation error: {e}"),
+        }
+    };
+
+    // The template's environment with the default TokenStore: the parameter's name, and
+    // WEBHOOK_TOKENS declared empty.
+    let mut vars = crate::binary::lambda_env(api, s3);
+    vars.retain(|(k, _)| *k != "WEBHOOK_TOKENS");
+    vars.extend([
+        ("WEBHOOK_TOKENS", String::new()),
+        ("WEBHOOK_TOKENS_PARAMETER", PARAMETER.into()),
+        ("AWS_ENDPOINT_URL_SSM", format!("http://{}", moto.addr)),
+    ]);
+    let function = Running::start(&vars);
+
+    let confirm = invoke("confirm.json").await;
+    assert_eq!((confirm["statusCode"].as_u64(), confirm["body"].as_str()), (Some(200), Some(ACCOUNT_ID)));
+    for name in samples {
+        let r = invoke(name).await;
+        assert_eq!(r["statusCode"], 503, "{name}: not 200, so the sender resends it: {r}\n{}", function.output());
+        assert!(r["body"].as_str().unwrap().contains("No webhook token is configured yet"), "{name}: {r}");
+    }
+    let client = s3_client(&s3_config(&[]), s3).await;
+    assert_eq!(bucket_objects(&client).await.len(), 0);
+
+    // The panel's token, put where the stack's SetTokenCommand output says.
+    put_tokens(&ssm(moto.addr).await, TOKEN).await;
+    tokio::time::sleep(mailhook::tokens::REREAD_AFTER).await;
+    for name in samples {
+        let r = invoke(name).await;
+        assert_eq!(r["statusCode"], 200, "{name}'s resend: {r}\n{}", function.output());
+    }
+    let mut stored: Vec<String> = bucket_objects(&client).await.into_iter().map(|(key, _, _)| key).collect();
+    stored.sort();
+    stored.dedup();
+    assert_eq!(stored.len(), samples.len(), "each event stored once: {stored:#?}");
+
+    let output = function.output();
+    let refused = emf_lines(&output).iter().map(|l| l["SenderRefused"].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(refused, samples.len() as u64, "the refused first sends fire SenderRefusedAlarm:\n{output}");
+    assert!(output.contains("the token parameter does not exist yet"), "said when first read:\n{output}");
+    assert!(!output.contains(TOKEN), "the token reached the logs:\n{output}");
+}
+
+/// A token set, rotated and removed, seen through the spacing of the reads: an unknown token
+/// causes a read only once the last is `reread_after` old, and a token removed from the
+/// parameter is refused once the tokens read are `max_age` old.
+#[tokio::test]
+async fn tokens_set_rotated_and_removed_without_a_redeploy() {
+    let Some(moto) = moto().await else { return };
+    let client = ssm(moto.addr).await;
+    let reread = Duration::from_secs(2);
+    let max_age = Duration::from_secs(5);
+    let tokens =
+        TokenSource::Parameter(ParameterTokens::with_timing(client.clone(), PARAMETER.into(), max_age, reread));
+
+    // Before the panel issued one: 503, for the right token and a wrong one alike.
+    assert_eq!(rejection(tokens.check(&token("first")).await), Some(Rejection::NoTokenYet));
+    put_tokens(&client, "first").await;
+    // Just read: a sender of unknown tokens cannot make mailhook read again at once.
+    assert_eq!(rejection(tokens.check(&token("first")).await), Some(Rejection::NoTokenYet));
+    tokio::time::sleep(reread).await;
+    assert_eq!(rejection(tokens.check(&token("first")).await), None, "set without a redeploy");
+    assert_eq!(rejection(tokens.check(&token("wrong")).await), Some(Rejection::BadToken));
+
+    // Rotation: old and new side by side; the new one works once `reread` has passed.
+    put_tokens(&client, "first, second").await;
+    tokio::time::sleep(reread).await;
+    assert_eq!(rejection(tokens.check(&token("second")).await), None, "an unknown token makes it read again");
+    assert_eq!(rejection(tokens.check(&token("first")).await), None);
+
+    // The old one removed: still accepted until what was read is `max_age` old, then refused.
+    put_tokens(&client, "second").await;
+    assert_eq!(rejection(tokens.check(&token("first")).await), None, "within max_age");
+    tokio::time::sleep(max_age).await;
+    assert_eq!(rejection(tokens.check(&token("first")).await), Some(Rejection::BadToken), "removed");
+    assert_eq!(rejection(tokens.check(&token("second")).await), None);
+
+    // SSM out of reach: the tokens read before stay in use.
+    drop(moto);
+    tokio::time::sleep(max_age).await;
+    assert_eq!(rejection(tokens.check(&token("second")).await), None, "the last tokens read, while SSM is down");
+}
+
+/// No read has ever succeeded: nothing to check against, so the request is not the sender's
+/// fault: 503 (its resend may find SSM back), counted as a failure of ours (StoreFailedAlarm).
+#[tokio::test]
+async fn an_unreadable_parameter_is_answered_503_and_counted_as_our_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = std::sync::Arc::new(mailhook::http::AppState {
+        tokens: TokenSource::Parameter(ParameterTokens::new(ssm(closed_port()).await, PARAMETER.into())),
+        account_id: Some(ACCOUNT_ID.into()),
+        max_body_bytes: 1024 * 1024,
+        store_timeout: Duration::from_secs(2),
+        body_timeout: Duration::from_millis(500),
+        prefix: String::new(),
+        archive: mailhook::archive::DirArchive::open(dir.path()).unwrap(),
+        metrics: mailhook::metrics::Metrics::Prometheus(Default::default()),
+    });
+    let app = mailhook::http::router(state.clone());
+    let reply = call(&app, event("new.json")).await;
+    let body = String::from_utf8_lossy(&reply.body);
+    assert_eq!(reply.status, 503, "{body}");
+    assert!(body.contains("Could not read the webhook tokens"), "{body}");
+    let mailhook::metrics::Metrics::Prometheus(counts) = &state.metrics else { unreachable!() };
+    let counts = counts.text(false);
+    assert!(counts.contains("mailhook_requests_total{outcome=\"failed\"} 1"), "{counts}");
+    assert!(stored(dir.path()).is_empty());
+}
