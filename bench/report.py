@@ -10,7 +10,6 @@ from common import MiB, ROOT
 from stages import compaction, cost
 
 TEMPLATE = Path(__file__).with_name("report.md")
-NOTES = ROOT / "bench" / "notes.md"
 MARKER = re.compile(r"^<!-- ([\w.]+) -->\n", re.M)
 
 # The targets the report judges; the template's sentences state them, so change both together.
@@ -68,8 +67,7 @@ def render(results, plot_name):
         section(t, "compaction", results.get("compaction", {"skipped": "not run"}), smoke, compacted),
         section(t, "compaction_scale", results.get("compaction_scale", {"skipped": "not run"}), smoke, at_scale),
     ]
-    text = "".join(out)
-    return text + NOTES.read_text() + "\n" if NOTES.exists() else text
+    return "".join(out) + t["footer"]
 
 
 def section(t, name, data, smoke, fill_in, *extra):

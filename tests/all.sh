@@ -120,6 +120,9 @@ python tests/py/e2e.py
 step "scripts/verify against a local stack: moto_server and cargo lambda watch (tests/py/verify.py)"
 python tests/py/verify.py
 
+step "scripts/cleanup against moto_server: a versioned bucket of 2,800 versions and delete markers, and its stack (tests/py/cleanup.py)"
+python tests/py/cleanup.py
+
 step "query engines: chdb and polars over moto_server in place, DuckDB on a copy, docs/querying.md as written (tests/py/query_engines.py)"
 python tests/py/query_engines.py
 
