@@ -223,9 +223,33 @@ def main():
           and all(re.fullmatch(tokens["AllowedPattern"], v) for v in ("", "tok", "old,new"))
           and not any(re.fullmatch(tokens["AllowedPattern"], v) for v in (",", "a b", "a,", " a")),
           "token NoEcho, empty by default for the first deploy (503 until set), a comma-separated list otherwise")
+    # Where the tokens come from, at each value of TokenStore: the SSM parameter's name is the same
+    # in the environment, the one permission and the SetTokenCommand output.
+    store = params["TokenStore"]
+    check(store["Default"] == "SsmParameter" and store["AllowedValues"] == ["SsmParameter", "TemplateParameter"]
+          and template["Conditions"]["TokensInSsm"] == {"Fn::Equals": [{"Ref": "TokenStore"}, "SsmParameter"]},
+          "tokens from an SSM parameter by default, or from WebhookTokens")
+    name = "/${AWS::StackName}/webhook-tokens"
+    arn = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter" + name
+    for value in store["AllowedValues"]:
+        ssm = value == "SsmParameter"
+        true = {"TokensInSsm"} if ssm else set()
+        variables = resolve(function["Environment"]["Variables"], true)
+        reads = [s for policy in resolve(function["Policies"], true) for s in policy["Statement"] if "ssm:" in str(s["Action"])]
+        command = resolve(template["Outputs"]["SetTokenCommand"]["Value"], true)["Fn::Sub"]
+        if ssm:
+            check(variables["WEBHOOK_TOKENS"] == "" and variables["WEBHOOK_TOKENS_PARAMETER"] == {"Fn::Sub": name}
+                  and reads == [{"Sid": "ReadTokenParameter", "Effect": "Allow", "Action": "ssm:GetParameter", "Resource": {"Fn::Sub": arn}}]
+                  and f"--name {name} --type SecureString --overwrite" in command,
+                  f"TokenStore={value}: the function reads {name} (GetParameter on it alone), which SetTokenCommand puts")
+        else:
+            check(variables["WEBHOOK_TOKENS"] == {"Ref": "WebhookTokens"} and variables["WEBHOOK_TOKENS_PARAMETER"] == ""
+                  and reads == [] and "WebhookTokens=" in command,
+                  f"TokenStore={value}: tokens from WebhookTokens, no SSM permission")
+    check(variables.get("AWS_ENDPOINT_URL_SSM") == "", "AWS_ENDPOINT_URL_SSM declared empty (SSM itself), for --env-vars")
     check(resources["MailhookFunction"]["Metadata"]["BuildMethod"] == "rust-cargolambda", "built by cargo-lambda")
 
-    # The compaction function: the same code, its own role, a nightly schedule, a switch.
+    # The compaction function: the same code, its own role, a schedule, a switch.
     compact = resources["CompactFunction"]
     cprops = compact["Properties"]
     check(compact["Condition"] == "CompactionEnabled" and template["Conditions"]["CompactionEnabled"] == {"Fn::Equals": [{"Ref": "Compaction"}, "true"]}

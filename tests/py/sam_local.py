@@ -27,6 +27,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import boto3
+
 import local_s3
 import procs
 from checks import Checks
@@ -111,16 +113,25 @@ def main():
             "MailhookFunction": {**settings, "WEBHOOK_TOKENS": f"old-token,{TOKEN}", "ACCOUNT_ID": ACCOUNT_ID},
             "CompactFunction": settings,
         }))
+        # The template's defaults (TokenStore=SsmParameter): no token in the environment, SSM at
+        # moto (one endpoint for every service). SAM local names the stack "local".
+        ssm_env_vars = Path(logs.name) / "env-ssm.json"
+        ssm_env_vars.write_text(json.dumps({
+            "MailhookFunction": {**settings, "AWS_ENDPOINT_URL_SSM": s3_env["AWS_ENDPOINT_URL_S3"], "ACCOUNT_ID": ACCOUNT_ID},
+        }))
+        ssm = boto3.client("ssm", endpoint_url=s3_env["AWS_ENDPOINT_URL_S3"], region_name="us-east-1",
+                           aws_access_key_id="test", aws_secret_access_key="test")
         # SAM hands the container the credentials and region of its own environment.
         sam_env = dict(os.environ, SAM_CLI_TELEMETRY="0", AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
                        AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1",
                        AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
 
-        def invoke(function, event):
+        def invoke(function, event, tokens_in_ssm=False):
+            overrides = [] if tokens_in_ssm else ["--parameter-overrides", f"TokenStore=TemplateParameter WebhookTokens={TOKEN}"]
             run = subprocess.run(
                 ["sam", "local", "invoke", function, "--template", template, "--event", EVENTS / event,
                  "--invoke-image", image, "--skip-pull-image", "--docker-network", NETWORK,
-                 "--env-vars", env_vars, "--parameter-overrides", f"WebhookTokens={TOKEN}"],
+                 "--env-vars", ssm_env_vars if tokens_in_ssm else env_vars, *overrides],
                 cwd=ROOT, env=sam_env, capture_output=True, text=True, timeout=300,
             )
             reply = None
@@ -157,6 +168,18 @@ def main():
         run, reply, emf = invoke("MailhookFunction", "new.json")
         check(reply and reply["statusCode"] == 200 and any(m.get("Duplicate") == 1 for m in emf),
               f"a resend of new.json: 200, counted as Duplicate ({reply and reply.get('statusCode')})")
+
+        # The first deploy with the template's defaults: the token parameter does not exist yet, so
+        # an event gets 503 (and its one resend later); the stack's SetTokenCommand puts it (as
+        # SecureString), and the resend is accepted, by a function that was not redeployed.
+        run, reply, emf = invoke("MailhookFunction", "new.json", tokens_in_ssm=True)
+        check(reply and reply["statusCode"] == 503 and "No webhook token is configured yet" in reply.get("body", ""),
+              f"TokenStore=SsmParameter before the token is set: 503 ({reply}; {run.stderr.strip()[-300:]})")
+        ssm.put_parameter(Name="/local/webhook-tokens", Value=f"old-token,{TOKEN}", Type="SecureString", Overwrite=True)
+        run, reply, emf = invoke("MailhookFunction", "new.json", tokens_in_ssm=True)
+        check(reply and reply["statusCode"] == 200 and any(m.get("Duplicate") == 1 for m in emf),
+              f"TokenStore=SsmParameter once SetTokenCommand has put the token: 200 ({reply}; {run.stderr.strip()[-300:]})")
+        check(TOKEN not in run.stderr and TOKEN not in run.stdout, "the token read from SSM is not in the logs")
 
         # The bucket: each accepted event once, its data byte for byte as sent, under its id.
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
