@@ -35,9 +35,11 @@ class Stand:
         self.all_answered = threading.Event()
         self.s3_connections = []  # times
         self.s3_puts = 0
+        self.ssm_reads = 0
 
 
 STAND = Stand()
+SSM_PARAMETER = "/bench/webhook-tokens"
 
 
 class NoDelay(BaseHTTPRequestHandler):
@@ -99,7 +101,22 @@ class RuntimeApi(NoDelay):
 
 
 class FakeS3(NoDelay):
-    """Answers every PUT like S3 does; counts connections, so Init's network use shows."""
+    """Answers every PUT like S3 does, and SSM's GetParameter (the tokens, WEBHOOK_TOKENS_PARAMETER)
+    like SSM does; counts connections, so Init's network use shows."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.headers.get("X-Amz-Target") != "AmazonSSM.GetParameter":
+            self.send_error(400)
+            return
+        STAND.ssm_reads += 1
+        body = json.dumps({"Parameter": {"Name": SSM_PARAMETER, "Type": "SecureString", "Value": "example-token",
+                                         "Version": 1, "DataType": "text"}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-amz-json-1.1")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def setup(self):
         STAND.s3_connections.append(time.perf_counter())
@@ -164,6 +181,7 @@ def start_once(binary, env, invocations=0):
         "statuses": [r[3] for r in answers],
         "init_connections": init_connections,
         "s3_puts": STAND.s3_puts,
+        "ssm_reads": STAND.ssm_reads,
         "log_bytes": [len(line) + 1 for line in request_lines],
     }
 
@@ -201,6 +219,11 @@ def measure(profile, runs):
     if bundle:
         variants.append(("mailhook, another https endpoint, SSL_CERT_FILE's bundle", out / "mailhook",
                          {**elsewhere, "SSL_CERT_FILE": bundle}))
+    # The template's default: the tokens in an SSM parameter, read on the first webhook request.
+    from_ssm = {"WEBHOOK_TOKENS": "", "WEBHOOK_TOKENS_PARAMETER": SSM_PARAMETER,
+                "AWS_ENDPOINT_URL_SSM": base["AWS_ENDPOINT_URL_S3"]}
+    variants.append(("mailhook, tokens from an SSM parameter (TokenStore=SsmParameter)", out / "mailhook",
+                     {**from_ssm, "SSL_CERT_FILE": bundle} if bundle else from_ssm))
     # Last: the report and the Init + first request runs below take it as the deployed one.
     variants.append(("mailhook, AWS's endpoint: Amazon Trust Services roots (as deployed)", out / "mailhook",
                      {"SSL_CERT_FILE": bundle} if bundle else {}))
@@ -216,9 +239,12 @@ def measure(profile, runs):
     for name, times in polls.items():
         results["variants"].append({"name": name, "median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times)})
         procs.log(f"cold start {name}: median {statistics.median(times):.2f} ms")
-    # Init + the first request (and the warm ones after it), as deployed.
+    # Init + the first request (and the warm ones after it), as deployed, with the tokens in the
+    # environment and then in an SSM parameter, interleaved.
     env = {**base, **variants[-1][2]}
+    ssm_env = {**env, **from_ssm}
     firsts, warm, connections, puts, log_bytes = [], [], [], 0, []
+    ssm_firsts, ssm_warm, ssm_reads = [], [], 0
     for _ in range(runs):
         once = start_once(str(out / "mailhook"), env, invocations=5)
         if once["statuses"] != [200] * 5:
@@ -228,10 +254,21 @@ def measure(profile, runs):
         connections.append(once["init_connections"])
         puts += once["s3_puts"]
         log_bytes.extend(once["log_bytes"])
+        once = start_once(str(out / "mailhook"), ssm_env, invocations=5)
+        if once["statuses"] != [200] * 5:
+            sys.exit(f"mailhook with its tokens in SSM answered {once['statuses']} to five new events")
+        ssm_firsts.append(once["answered_ms"][0])
+        ssm_warm.extend(once["durations_ms"][1:])
+        ssm_reads += once["ssm_reads"]
     results["first_request_ms"] = statistics.median(firsts)
     results["warm_duration_ms"] = {"median": statistics.median(warm), "p99": percentile(warm, 99), "max": max(warm)}
     results["init_connections"] = max(connections)
     results["s3_puts"] = puts
+    results["ssm_tokens"] = {
+        "first_request_ms": statistics.median(ssm_firsts),
+        "warm_median_ms": statistics.median(ssm_warm),
+        "reads_per_start": ssm_reads / runs,
+    }
     # Lambda's JSON log line per request, as CloudWatch Logs ingests it (the platform adds its own
     # START/END/REPORT lines, which every function pays for alike).
     results["log_bytes_per_request"] = statistics.mean(log_bytes) if log_bytes else None

@@ -113,15 +113,24 @@ def main():
         total = fill(s3, BUCKET)
         check(entries(s3, BUCKET) == total == 2800, f"the bucket holds {total} versions and delete markers")
         cloudformation.create_stack(StackName=STACK, TemplateBody=STACK_TEMPLATE % BUCKET)
+        ssm = boto3.client("ssm", endpoint_url=endpoint, region_name="us-east-1",
+                           aws_access_key_id="test", aws_secret_access_key="test")
+        parameter = f"/{STACK}/webhook-tokens"
+        ssm.put_parameter(Name=parameter, Value="the-token", Type="SecureString")
+
+        def parameter_exists():
+            return any(p["Name"] == parameter for p in ssm.describe_parameters()["Parameters"])
 
         code, out, last = cleanup("--stack", STACK, answer="mailhook\n")
         check(
-            code == 1 and "nothing deleted" in last and entries(s3, BUCKET) == total and stack_exists(),
+            code == 1 and "nothing deleted" in last and entries(s3, BUCKET) == total and stack_exists() and parameter_exists(),
             f"a wrong name typed deletes nothing: exit {code}, {last!r}",
         )
         code, out, last = cleanup("--stack", STACK, answer=BUCKET + "\n")
         check(code == 0 and last == "cleanup: done", f"--stack runs to the end: exit {code}, {last!r}")
         check(f"stack: deleted {STACK}" in out and not stack_exists(), "the stack is deleted")
+        check(f"token parameter: deleted {parameter}" in out and not parameter_exists(),
+              "the token parameter SetTokenCommand put is deleted")
         check(f"empty: {total:,} object versions and delete markers deleted" in out, f"all {total} entries were deleted")
         check(entries(s3, BUCKET) is None, "no version or delete marker is left, and the bucket is deleted")
 
