@@ -43,7 +43,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     };
     let tokens = match (&config.tokens_parameter, &aws) {
         (Some(name), Some(aws)) => {
-            TokenSource::Parameter(ParameterTokens::new(aws_sdk_ssm::Client::new(aws), name.clone()))
+            TokenSource::Parameter(ParameterTokens::new(s3::token_client(aws, config.store_timeout), name.clone()))
         }
         _ => TokenSource::Fixed(config.tokens.clone()),
     };

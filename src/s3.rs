@@ -66,6 +66,23 @@ pub async fn receiver_config(
     load(loader, trust, timeouts, retries).await
 }
 
+/// The SSM client that reads the token parameter (tokens.rs). A read comes before the store, so
+/// both must fit in the function's timeout: the read gets at most `TOKEN_READ_BUDGET`, or half the
+/// store budget if that is shorter, retries included.
+pub fn token_client(shared: &aws_config::SdkConfig, store_timeout: Duration) -> aws_sdk_ssm::Client {
+    let budget = TOKEN_READ_BUDGET.min(store_timeout / 2);
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(budget / 2)
+        .operation_attempt_timeout(budget / 2)
+        .operation_timeout(budget)
+        .build();
+    let ssm = aws_sdk_ssm::config::Builder::from(shared).timeout_config(timeouts).build();
+    aws_sdk_ssm::Client::from_conf(ssm)
+}
+
+/// The most a read of the token parameter may take, retries included.
+pub const TOKEN_READ_BUDGET: Duration = Duration::from_secs(2);
+
 /// The receiver's S3 client (see `receiver_config`).
 pub async fn receiver_client(
     access: &Access,

@@ -68,7 +68,7 @@ async fn client(addr: SocketAddr, budget: Duration) -> aws_sdk_ssm::Client {
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "tests"));
     let shared = mailhook::s3::receiver_config(mailhook::s3::Trust::System, budget, loader).await;
-    aws_sdk_ssm::Client::new(&shared)
+    mailhook::s3::token_client(&shared, budget)
 }
 
 /// What the README's `SetTokenCommand` does: `aws ssm put-parameter --type SecureString --overwrite`.
@@ -223,4 +223,27 @@ async fn an_unreadable_parameter_is_answered_503_and_counted_as_our_failure() {
     let counts = counts.text(false);
     assert!(counts.contains("mailhook_requests_total{outcome=\"failed\"} 1"), "{counts}");
     assert!(stored(dir.path()).is_empty());
+}
+
+/// An SSM that takes the connection and never answers: the read gives up within its budget, so a
+/// read and then a store both fit in the function's timeout (template.yaml), and the sender gets
+/// an answer (503, resent) rather than a cut connection.
+#[tokio::test]
+async fn a_stalled_ssm_is_given_up_on_within_the_read_budget() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        loop {
+            open.push(listener.accept().await.unwrap().0);
+        }
+    });
+    let store_budget = Duration::from_secs(5);
+    let tokens = TokenSource::Parameter(ParameterTokens::new(client(addr, store_budget).await, PARAMETER.into()));
+    let started = Instant::now();
+    let checked = tokens.check(&token(TOKEN)).await;
+    let took = started.elapsed();
+    assert!(matches!(checked, Err(TokenError::Unreadable { .. })), "{checked:?}");
+    assert!(took < mailhook::s3::TOKEN_READ_BUDGET + Duration::from_millis(500), "gave up after {took:?}");
+    held.abort();
 }
