@@ -91,11 +91,13 @@ impl Config {
         // empty is the first deploy, before the panel has issued the token; unset is a mistake.
         let tokens_parameter = get("WEBHOOK_TOKENS_PARAMETER").map(|v| v.trim().to_owned());
         if let Some(name) = &tokens_parameter
-            && (name.len() > 2048 || name.chars().any(|c| c.is_whitespace() || c.is_control()))
+            && !is_parameter_name(name)
         {
             return Err(bad(
                 "WEBHOOK_TOKENS_PARAMETER",
-                "must be an SSM parameter's name or ARN (no spaces, at most 2048 characters)",
+                format!(
+                    "must be an SSM parameter's name (/path/name, of letters, digits and _.-) or its ARN, got {name:?}"
+                ),
             ));
         }
         let tokens = match (&tokens_parameter, lookup("WEBHOOK_TOKENS"), get("WEBHOOK_TOKENS")) {
@@ -191,6 +193,23 @@ impl Config {
             function_name,
         })
     }
+}
+
+/// SSM's rule for a parameter's name, or an `arn:…:ssm:…:parameter/…` ARN: what SSM would refuse
+/// on every read is refused at start-up instead.
+fn is_parameter_name(name: &str) -> bool {
+    let path = match name.strip_prefix("arn:") {
+        Some(arn) => match arn.split_once(":parameter/") {
+            Some((service, path)) if service.contains(":ssm:") => path,
+            _ => return false,
+        },
+        None if name.contains('/') && !name.starts_with('/') => return false,
+        None => name,
+    };
+    !path.is_empty()
+        && path.len() <= 1011
+        && !path.contains("//")
+        && path.chars().all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c))
 }
 
 /// The AWS SDK's endpoint settings that mailhook checks at start-up (and drops when empty).
@@ -483,7 +502,15 @@ mod tests {
         assert_eq!((c.tokens_parameter, c.tokens.is_configured()), (None, true));
         // Both: which one counts would be a guess.
         assert_eq!(failing_var(&[("WEBHOOK_TOKENS_PARAMETER", "/p"), ("WEBHOOK_TOKENS", "t")]), "WEBHOOK_TOKENS");
-        for bad in ["/a b", "/a\tb", &format!("/{}", "a".repeat(2048))] {
+        for good in [
+            "/stack/webhook-tokens",
+            "webhook-tokens",
+            "arn:aws:ssm:eu-central-1:123456789012:parameter/stack/webhook-tokens",
+        ] {
+            assert!(load(&[("WEBHOOK_TOKENS_PARAMETER", good)]).is_ok(), "{good:?}");
+        }
+        for bad in ["/a b", "/a\tb", "a/b", "/a$b", "/a//b", "arn:aws:s3:::bucket/x", &format!("/{}", "a".repeat(1011))]
+        {
             assert_eq!(failing_var(&[("WEBHOOK_TOKENS_PARAMETER", bad)]), "WEBHOOK_TOKENS_PARAMETER", "{bad:?}");
         }
         let message = load(&[]).unwrap_err().to_string();

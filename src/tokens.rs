@@ -5,13 +5,16 @@
 //! The parameter is read when a webhook request first needs it, not at Init: the confirmation
 //! GET needs no token. It is read again when the last read is older than `MAX_AGE` (so a removed
 //! token stops working within it), and when a request brings a token that the last read did not
-//! have and that read is at least `REREAD_AFTER` old (so a token just set works at once, and a
-//! sender of wrong tokens causes at most one read per `REREAD_AFTER`). A missing parameter is the
-//! first deploy before the panel issued a token: 503, as an empty `WEBHOOK_TOKENS` is.
+//! have and that read is at least `REREAD_AFTER` old (so a token just set works before the
+//! sender's resend, and a sender of wrong tokens causes at most one read per `REREAD_AFTER`).
+//! A missing parameter is the first deploy before the panel issued a token: 503, as an empty
+//! `WEBHOOK_TOKENS` is. While reads fail, the tokens read last stay in use, and a token they
+//! refuse is our failure (503, counted as one), since the parameter may hold it by now.
 
 use std::time::{Duration, Instant};
 
 use aws_sdk_ssm::error::DisplayErrorContext;
+use aws_sdk_ssm::types::ParameterType;
 use axum::http::HeaderMap;
 
 use crate::webhook::{self, Rejection, Tokens};
@@ -19,8 +22,11 @@ use crate::webhook::{self, Rejection, Tokens};
 /// A token removed from the parameter stops being accepted at most this long after.
 pub const MAX_AGE: Duration = Duration::from_secs(300);
 
-/// An unknown token makes the parameter be read again if the last read is at least this old.
-pub const REREAD_AFTER: Duration = Duration::from_secs(5);
+/// An unknown token makes the parameter be read again if the last read is at least this old. The
+/// sender resends a refused event 15 minutes later, so a token just set still works in time; and
+/// a stranger's wrong tokens cost at most one read this often per execution environment, far
+/// below SSM's shared per-account rate.
+pub const REREAD_AFTER: Duration = Duration::from_secs(30);
 
 /// Why a request's token could not be checked.
 #[derive(Debug, thiserror::Error)]
@@ -70,8 +76,10 @@ struct Last {
     /// What the last successful read found.
     tokens: Option<Tokens>,
     read_at: Option<Instant>,
-    /// The last read tried, successful or not.
+    /// When the last read ended, successful or not.
     tried_at: Option<Instant>,
+    /// Why the last read failed, if it did.
+    failed: Option<String>,
 }
 
 impl ParameterTokens {
@@ -111,32 +119,41 @@ impl ParameterTokens {
         last.tried_at.is_none_or(|at| at.elapsed() >= self.reread_after)
     }
 
-    /// A refusal stands; but with no successful read yet there is nothing to refuse with.
+    /// A refusal stands while the parameter reads. If the last read failed, or none ever
+    /// succeeded, the token could not be checked against what the parameter holds now: that is
+    /// our failure (503, counted as one), not the sender's.
     fn answer(&self, last: &Last, checked: Result<(), Rejection>) -> Result<(), TokenError> {
-        match (checked, &last.tokens) {
-            (Ok(()), _) => Ok(()),
-            (Err(_), None) => Err(TokenError::Unreadable {
+        match (checked, &last.tokens, &last.failed) {
+            (Ok(()), _, _) => Ok(()),
+            (Err(_), _, Some(error)) => Err(TokenError::Unreadable { name: self.name.clone(), error: error.clone() }),
+            (Err(_), None, None) => Err(TokenError::Unreadable {
                 name: self.name.clone(),
-                error: "no successful read yet (see the error logged when it was tried)".into(),
+                error: "not read yet: the last try was under the spacing between reads".into(),
             }),
-            (Err(r), Some(_)) => Err(r.into()),
+            (Err(r), Some(_), None) => Err(r.into()),
         }
     }
 
     /// One GetParameter. On failure the earlier tokens stay in use, and the error is logged
     /// (never the value).
     async fn read(&self, last: &mut Last) {
-        let now = Instant::now();
-        last.tried_at = Some(now);
+        let started = Instant::now();
         let read = self.client.get_parameter().name(&self.name).with_decryption(true).send().await;
+        last.tried_at = Some(Instant::now());
         let tokens = match read {
-            Ok(output) => match output.parameter().and_then(|p| p.value()).and_then(Tokens::parse) {
-                Some(tokens) => tokens,
-                None => {
-                    tracing::warn!(parameter = %self.name, "the token parameter holds no token: every webhook request gets 503 until it does");
-                    Tokens::none_yet()
+            Ok(output) => {
+                let parameter = output.parameter();
+                if parameter.and_then(|p| p.r#type()) != Some(&ParameterType::SecureString) {
+                    tracing::warn!(parameter = %self.name, "the token parameter is not a SecureString: put it again with --type SecureString");
                 }
-            },
+                match parameter.and_then(|p| p.value()).and_then(Tokens::parse) {
+                    Some(tokens) => tokens,
+                    None => {
+                        tracing::warn!(parameter = %self.name, "the token parameter holds no token: every webhook request gets 503 until it does");
+                        Tokens::none_yet()
+                    }
+                }
+            }
             Err(e) if e.as_service_error().is_some_and(|e| e.is_parameter_not_found()) => {
                 tracing::warn!(
                     parameter = %self.name,
@@ -146,12 +163,15 @@ impl ParameterTokens {
                 Tokens::none_yet()
             }
             Err(e) => {
-                tracing::error!(parameter = %self.name, error = %DisplayErrorContext(&e), "could not read the token parameter");
+                let error = DisplayErrorContext(&e).to_string();
+                tracing::error!(parameter = %self.name, error = %error, "could not read the token parameter");
+                last.failed = Some(error);
                 return;
             }
         };
         tracing::info!(parameter = %self.name, tokens = tokens.count(), "read the token parameter");
         last.tokens = Some(tokens);
-        last.read_at = Some(now);
+        last.read_at = Some(started);
+        last.failed = None;
     }
 }

@@ -173,6 +173,7 @@ async fn tokens_set_rotated_and_removed_without_a_redeploy() {
 
     // Before the panel issued one: 503, for the right token and a wrong one alike.
     assert_eq!(rejection(tokens.check(&token("first")).await), Some(Rejection::NoTokenYet));
+    assert_eq!(rejection(tokens.check(&token("wrong")).await), Some(Rejection::NoTokenYet));
     put_tokens(&client, "first").await;
     // Just read: a sender of unknown tokens cannot make mailhook read again at once.
     assert_eq!(rejection(tokens.check(&token("first")).await), Some(Rejection::NoTokenYet));
@@ -193,10 +194,24 @@ async fn tokens_set_rotated_and_removed_without_a_redeploy() {
     assert_eq!(rejection(tokens.check(&token("first")).await), Some(Rejection::BadToken), "removed");
     assert_eq!(rejection(tokens.check(&token("second")).await), None);
 
-    // SSM out of reach: the tokens read before stay in use.
+    // A blank value, then the parameter deleted: nothing is accepted, 503 as before a first token.
+    put_tokens(&client, " , ").await;
+    tokio::time::sleep(max_age).await;
+    assert_eq!(rejection(tokens.check(&token("second")).await), Some(Rejection::NoTokenYet), "blank");
+    client.delete_parameter().name(PARAMETER).send().await.unwrap();
+    tokio::time::sleep(reread).await;
+    assert_eq!(rejection(tokens.check(&token("second")).await), Some(Rejection::NoTokenYet), "deleted");
+    put_tokens(&client, "second").await;
+    tokio::time::sleep(reread).await;
+    assert_eq!(rejection(tokens.check(&token("second")).await), None, "put back");
+
+    // SSM out of reach: the tokens read before stay in use; a token they refuse may be in the
+    // parameter by now, so it is our failure, not the sender's.
     drop(moto);
     tokio::time::sleep(max_age).await;
     assert_eq!(rejection(tokens.check(&token("second")).await), None, "the last tokens read, while SSM is down");
+    let refused = tokens.check(&token("third")).await;
+    assert!(matches!(refused, Err(TokenError::Unreadable { .. })), "unchecked while SSM is down: {refused:?}");
 }
 
 /// No read has ever succeeded: nothing to check against, so the request is not the sender's
