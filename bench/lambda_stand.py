@@ -187,7 +187,8 @@ def invocation(i):
 
 
 def start_once(binary, env, invocations=0, cpu=None, gap=0.0, preexec_fn=None):
-    """One process start, `preexec_fn` (joining a cgroup) run in the child before its exec. Returns ms to the first
+    """One process start, `preexec_fn` (joining a cgroup) run in the child before its exec, and
+    invocations handed out `gap` seconds after the last answer. Returns ms to the first
     poll and to each answer, each invocation's duration, S3 connections before the first poll,
     statuses; with `cpu`, the CPU ms to the first poll and to the first answer, and each
     invocation's."""
@@ -201,10 +202,12 @@ def start_once(binary, env, invocations=0, cpu=None, gap=0.0, preexec_fn=None):
     else:
         # Joining a cgroup (a write to cgroup.procs) can take tens of ms, the kernel waiting for
         # RCU: a shell runs `preexec_fn`, says it is ready, and execs the function when told, so
-        # the time and CPU measured start there.
+        # the time and CPU measured start there, `gap` later.
         process = subprocess.Popen(["/bin/sh", "-c", 'echo >&2; read go; exec "$0" 2>/dev/null', binary], env=env,
                                    stdin=subprocess.PIPE, stdout=logs, stderr=subprocess.PIPE, preexec_fn=preexec_fn)
         process.stderr.readline()
+        # The shell's start spent some of this period's CPU quota: with `gap`, a new period begins.
+        time.sleep(gap)
         cpu_before = STAND.cpu()
         started = time.perf_counter()
         process.stdin.write(b"go\n")
