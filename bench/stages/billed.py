@@ -63,6 +63,8 @@ class Cgroup:
                 # Under this process's own cgroup of that hierarchy, so whatever limits it stay.
                 parent = next((mount / path.lstrip("/") for key, path in own.items() if controller in key.split(",")), mount)
                 self.dirs.append((parent if parent.is_dir() else mount) / name)
+
+    def create(self):
         for d in self.dirs:
             d.mkdir(exist_ok=True)
         if self.version == 2:
@@ -102,7 +104,7 @@ class Cgroup:
         return int(stat[stat.index("nr_throttled") + 1])
 
     def remove(self):
-        for d in self.dirs:
+        for d in filter(Path.exists, self.dirs):
             for _ in range(50):
                 try:
                     d.rmdir()
@@ -156,14 +158,19 @@ def summary(values):
 
 
 def measure(profile, starts, warm, periods=PERIODS_US, smoke=False):
+    if not shutil.which("openssl"):
+        return {"skipped": "needs openssl, for the test CA"}
+    cgroup = None
     try:
         cgroup = Cgroup(f"mailhook-bench-{os.getpid()}")
+        cgroup.create()
     except OSError as e:
         return {"skipped": f"needs a writable cgroup v1 or v2 hierarchy with cpu and memory, as root ({e})"}
-    try:
+    else:
         return measured(cgroup, profile, starts, warm, periods, smoke)
     finally:
-        cgroup.remove()
+        if cgroup:
+            cgroup.remove()
 
 
 def measured(cgroup, profile, starts, warm, periods, smoke):
