@@ -164,7 +164,8 @@ def measure(profile, starts, warm, periods=PERIODS_US, smoke=False):
     try:
         cgroup = Cgroup(f"mailhook-bench-{os.getpid()}")
         cgroup.create()
-    except OSError as e:
+        subprocess.run(["true"], preexec_fn=cgroup.join, check=True)  # a process can join it
+    except (OSError, subprocess.SubprocessError) as e:
         return {"skipped": f"needs a writable cgroup v1 or v2 hierarchy with cpu and memory, as root ({e})"}
     else:
         return measured(cgroup, profile, starts, warm, periods, smoke)
