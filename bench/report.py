@@ -21,6 +21,10 @@ GROWTH_MIB = 0.5  # over the memory stage's last batch
 THROUGHPUT_PER_REFERENCE = 5
 COMPACTION_CPU_US = 100  # mailhook's own CPU per compacted event
 COMPACTION_DAY_S = 900  # Lambda's limit, for a day of 100,000 objects
+# Section 2b, at 128 MB: CPU against the do-nothing floor's, or failing that against the SDK floor's.
+BILLED_COLD_CPU_PER_FLOOR = 1.25
+BILLED_WARM_CPU_PER_FLOOR = 1.5
+BILLED_CPU_PER_SDK_FLOOR = 1.1
 
 # A smoke run's figures come from debug builds and runs of a few seconds: they say whether a stage
 # works, not whether a target is met.
@@ -60,6 +64,7 @@ def render(results, plot_name):
     out += [
         work(t, results.get("work") or [], smoke),
         cold(t, results.get("cold") or sys.exit("no cold-start results: run the cold stage"), smoke),
+        section(t, "billed", results.get("billed", {"skipped": "not run"}), smoke, billed),
         section(t, "package", results.get("package", {"skipped": "not run"}), smoke, package),
         section(t, "memory", results.get("memory", {"skipped": "not run"}), smoke, memory),
         section(t, "throughput", results.get("throughput", {"skipped": "not run"}), smoke, throughput, plot_name),
@@ -103,6 +108,38 @@ def cold(t, c, smoke):
     return fill(t["cold"], cold=c, rows="\n".join(rows), floor=floor, deployed=deployed,
                 deployed_per_floor=deployed / floor, traced_note=traced_note,
                 verdict=verdict(deployed <= COLD_PER_FLOOR * floor, smoke))
+
+
+BILLED_NAMES = {"mailhook": "mailhook", "mailhook_ssm": "mailhook, tokens from SSM", "naive": "naive",
+                "sdk_floor": "SDK floor", "floor": "floor"}
+BILLED_RATIOS = (("mailhook", "floor"), ("mailhook", "sdk_floor"), ("naive", "mailhook"), ("mailhook_ssm", "mailhook"))
+
+
+def billed(t, b, smoke):
+    rows, ratios = [], []
+    for period in b["periods"]:
+        ms = period["period_us"] // 1000
+        by_name = {f["name"]: f for f in period["functions"]}
+        for f in period["functions"]:
+            cells = " | ".join(f"{f[k]['median']:.2f} ({f[k]['p90']:.2f})" for k in ("init", "init_cpu", "cold", "cold_cpu", "warm", "warm_cpu"))
+            rows.append(f"| {BILLED_NAMES[f['name']]} | {ms} ms | {cells} | {f['throttled_periods_per_start']:.1f} |")
+        for top, bottom in BILLED_RATIOS:
+            if top in by_name and bottom in by_name:
+                cells = " | ".join(f"{by_name[top][k]['median'] / by_name[bottom][k]['median']:.2f}×"
+                                   for k in ("init_cpu", "cold", "cold_cpu", "warm", "warm_cpu"))
+                ratios.append(f"| {BILLED_NAMES[top]} / {BILLED_NAMES[bottom]} | {ms} ms | {cells} |")
+    skipped = "; ".join(f"{BILLED_NAMES[name]}: {why}" for name, why in b["left_out"].items())
+    # Judged at the first period (100 ms in a full run), where throttling matters least.
+    f = {x["name"]: x for x in b["periods"][0]["functions"]}
+    per = {(k, bottom): f["mailhook"][k]["median"] / f[bottom][k]["median"] for k in ("cold_cpu", "warm_cpu") for bottom in ("floor", "sdk_floor")}
+    return fill(t["billed"], billed=b, memory_mib=b["memory_bytes"] / MiB, rows="\n".join(rows), ratios="\n".join(ratios),
+                skipped=f"Not measured: {skipped}." if skipped else "", judged_period=b["periods"][0]["period_us"] // 1000,
+                cold_per_floor=per["cold_cpu", "floor"], warm_per_floor=per["warm_cpu", "floor"],
+                cold_per_sdk=per["cold_cpu", "sdk_floor"], warm_per_sdk=per["warm_cpu", "sdk_floor"],
+                cold_verdict=verdict(per["cold_cpu", "floor"] <= BILLED_COLD_CPU_PER_FLOOR, smoke),
+                warm_verdict=verdict(per["warm_cpu", "floor"] <= BILLED_WARM_CPU_PER_FLOOR, smoke),
+                cold_sdk_verdict=verdict(per["cold_cpu", "sdk_floor"] <= BILLED_CPU_PER_SDK_FLOOR, smoke),
+                warm_sdk_verdict=verdict(per["warm_cpu", "sdk_floor"] <= BILLED_CPU_PER_SDK_FLOOR, smoke))
 
 
 def package(t, p, smoke):
