@@ -1,12 +1,12 @@
 //! Where lines go. The seam is one call, "put this line under this key if the key is absent",
 //! with two homes behind it:
 //! - `s3.rs`: one object per event in an S3 bucket, created only if absent;
-//! - `segments/`: a local directory of append-only segment files, many lines each.
+//! - `dir/`: a local directory of append-only segment files, many lines each.
 //!
 //! Both take the same `Key` (`key.rs`).
 
+pub(crate) mod dir;
 mod s3;
-pub(crate) mod segments;
 
 use std::future::Future;
 use std::io;
@@ -16,8 +16,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::key::Key;
+pub use dir::DirArchive;
 pub use s3::S3Archive;
-pub use segments::DirArchive;
 
 /// Content type of every stored object: newline-delimited JSON.
 pub const CONTENT_TYPE: &str = "application/x-ndjson";

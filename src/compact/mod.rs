@@ -358,7 +358,7 @@ pub async fn run(config: &CompactConfig, options: &Options) -> Result<Report, Co
         }
         ArchiveTarget::Dir(root) => {
             let (root, options) = (root.clone(), options.clone());
-            tokio::task::spawn_blocking(move || crate::archive::segments::compact::run(&root, &options))
+            tokio::task::spawn_blocking(move || crate::archive::dir::compact::run(&root, &options))
                 .await
                 .map_err(|e| CompactError::Failed(format!("the local compaction stopped: {e}")))?
                 .map_err(CompactError::Failed)

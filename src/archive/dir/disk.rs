@@ -1,7 +1,7 @@
 //! The seam under the local archive: every step that touches the disk (create, write, truncate,
 //! `fdatasync`, rename, remove, directory fsync) goes through `Disk`. Production uses the real
 //! file system; the crash-state tests put a simulated one here that keeps what is durable apart
-//! from what is not (`sim.rs`).
+//! from what is not (`tests/sim.rs`).
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};

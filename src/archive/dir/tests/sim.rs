@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use super::disk::{Disk, DiskFile, Open};
+use crate::archive::dir::disk::{Disk, DiskFile, Open};
 use crate::key::Id;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,4 +1,5 @@
-//! The segment archive at its edges: a restart, a torn tail, a failed sync, a full segment.
+//! Test-only: the segment archive at its edges (a restart, a torn tail, a failed sync, a full
+//! segment), the simulated disk (`sim.rs`) and the crash states it enumerates (`crash_states.rs`).
 
 use std::fs;
 use std::path::Path;
@@ -11,6 +12,9 @@ use super::writer::reachable;
 use super::*;
 use crate::record::{Meta, Record};
 use crate::webhook::parse_body;
+
+mod crash_states;
+mod sim;
 
 const DAY: &str = "dt=2026-11-26";
 
