@@ -322,10 +322,14 @@ impl Access {
     }
 }
 
-/// What `mailhook compact` runs with: the archive, and under Lambda the function's name.
+/// What `mailhook compact` runs with: the S3 archive, and under Lambda the function's name.
 #[derive(Debug, Clone)]
 pub struct CompactConfig {
     pub access: Access,
+    /// The archive's bucket, from `ARCHIVE_URI`.
+    pub bucket: String,
+    /// The archive's prefix, from `ARCHIVE_URI`: empty or ending with `/`.
+    pub prefix: String,
     /// `AWS_LAMBDA_RUNTIME_API` is set: run as the scheduled compaction function.
     pub lambda: bool,
     /// `AWS_LAMBDA_FUNCTION_NAME`: the dimension of the EMF metrics.
@@ -338,11 +342,25 @@ impl CompactConfig {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
+    /// Reads through `lookup`. Only an S3 archive is compacted: a local directory is written as
+    /// a few segments a day already.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let lambda = get("AWS_LAMBDA_RUNTIME_API").is_some();
+        if get("ARCHIVE_URI").is_none() {
+            return Err(bad("ARCHIVE_URI", "is not set: compaction needs s3://bucket/prefix/"));
+        }
+        let access = Access::from_lookup(&get, lambda)?;
+        let ArchiveTarget::S3 { bucket, prefix } = access.archive.clone() else {
+            return Err(bad(
+                "ARCHIVE_URI",
+                "must be s3://bucket/prefix/ to compact: a local directory is written as segments, with nothing to compact",
+            ));
+        };
         Ok(CompactConfig {
-            access: Access::from_lookup(&get, lambda)?,
+            access,
+            bucket,
+            prefix,
             lambda,
             function_name: get("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "mailhook-compact".into()),
         })
@@ -451,19 +469,21 @@ mod tests {
     }
 
     #[test]
-    fn compaction_needs_no_token_and_the_same_archive_rules() {
+    fn compaction_needs_no_token_and_an_s3_archive() {
         let compact = |vars: &[(&str, &str)]| {
             CompactConfig::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned()))
         };
-        let c = compact(&[]).unwrap();
-        assert_eq!(c.access.archive, ArchiveTarget::Dir(PathBuf::from("data")));
-        assert!(!c.lambda);
+        assert_eq!(compact(&[]).unwrap_err().var, "ARCHIVE_URI", "no default directory to compact");
+        let local = compact(&[("ARCHIVE_URI", "/tmp/a")]).unwrap_err();
+        assert_eq!(local.var, "ARCHIVE_URI");
+        assert!(local.problem.contains("nothing to compact"), "{local}");
         let c = compact(&[("ARCHIVE_URI", "s3://bkt/mail"), ("S3_FORCE_PATH_STYLE", "1")]).unwrap();
-        assert_eq!(c.access.archive, ArchiveTarget::S3 { bucket: "bkt".into(), prefix: "mail/".into() });
+        assert_eq!((c.bucket.as_str(), c.prefix.as_str()), ("bkt", "mail/"));
+        assert!(!c.lambda);
         assert!(c.access.s3_force_path_style);
         assert_eq!(compact(&[("ARCHIVE_URI", "s3://B")]).unwrap_err().var, "ARCHIVE_URI");
-        assert_eq!(compact(&[("S3_FORCE_PATH_STYLE", "maybe")]).unwrap_err().var, "S3_FORCE_PATH_STYLE");
         let s3 = ("ARCHIVE_URI", "s3://bkt/");
+        assert_eq!(compact(&[s3, ("S3_FORCE_PATH_STYLE", "maybe")]).unwrap_err().var, "S3_FORCE_PATH_STYLE");
         assert_eq!(compact(&[s3, ("AWS_ENDPOINT_URL_S3", "localhost:5000")]).unwrap_err().var, "AWS_ENDPOINT_URL_S3");
         assert!(compact(&[s3, ("AWS_ENDPOINT_URL_S3", "http://172.30.240.1:5000")]).is_ok());
         assert!(compact(&[s3, ("AWS_ENDPOINT_URL_S3", "")]).is_ok(), "empty is unset, as the template declares it");

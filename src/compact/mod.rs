@@ -1,14 +1,14 @@
-//! `mailhook compact`: rolls closed partitions of per-event objects into a few large ones.
+//! `mailhook compact`: rolls closed partitions of an S3 archive's per-event objects into a few
+//! large ones. (A local directory is written as segments already, and has nothing to compact.)
 //!
 //! One object per event keeps every write create-only, and makes the archive slow and costly to
 //! read at volume. Once a partition's events are old enough that no resend can still arrive, this
-//! merges them, byte for byte, into `dt=D/merged-<hash>.jsonl.gz` (S3) or a segment (a local
-//! directory), then deletes what it merged.
+//! merges them, byte for byte, into `dt=D/merged-<hash>.jsonl.gz`, then deletes what it merged.
 //!
 //! Exactly once, whatever stops a run: the merged objects are the record of what has been merged.
 //! Each run first reads the ids in a partition's merged objects, deletes the per-event objects
 //! whose id is among them, and merges only the rest. A merged object appears whole or not at all
-//! (one `PutObject`, or a rename after `fsync`), and is named by a hash of the ids in it, written
+//! (one `PutObject`), and is named by a hash of the ids in it, written
 //! only if absent. So a run killed after writing a merged object and before deleting its
 //! per-event objects leaves each of those events readable twice until the next run deletes the
 //! copies; readers count `DISTINCT id` for an exact count.
@@ -28,7 +28,7 @@ use time::{Date, OffsetDateTime};
 pub use self::lambda::serve_lambda;
 use self::lease::{Lease, LeaseError, Resume};
 use self::progress::{Progress, Status};
-use crate::config::{ArchiveTarget, CompactConfig};
+use crate::config::CompactConfig;
 use crate::key::Id;
 use crate::record::verify_line;
 
@@ -40,8 +40,7 @@ const DEFAULT_LAG_DAYS: i64 = 2;
 const DEFAULT_MIN_AGE: Duration = Duration::from_secs(3600);
 /// A merged S3 object holds at most this many bytes of lines (before gzip, so 10 to 30 MiB
 /// after). It bounds memory: the object is built in memory and sent with one conditional
-/// `PutObject`, the only way S3 makes it appear whole and only if absent. Local segments keep
-/// their own, smaller cap.
+/// `PutObject`, the only way S3 makes it appear whole and only if absent.
 const DEFAULT_MAX_OBJECT_BYTES: usize = 128 << 20;
 /// The `Handler` of the compaction function in template.yaml; the provided runtime passes it
 /// on as `_HANDLER`.
@@ -157,7 +156,7 @@ pub struct Report {
     pub merged: u64,
     /// Per-event objects deleted because a merged object already held their event.
     pub already_merged: u64,
-    /// Merged objects (or segments) written.
+    /// Merged objects written.
     pub written: u64,
     /// Per-event objects left in place because they are not one verifiable line.
     pub skipped: u64,
@@ -349,21 +348,10 @@ impl CompactError {
     }
 }
 
-/// Compacts the archive `config` names.
+/// Compacts the S3 archive `config` names.
 pub async fn run(config: &CompactConfig, options: &Options) -> Result<Report, CompactError> {
-    match &config.access.archive {
-        ArchiveTarget::S3 { bucket, prefix } => {
-            let client = crate::s3::compaction_client(&config.access, config.lambda, options.lease / 4).await;
-            run_s3(client, bucket, prefix, options).await
-        }
-        ArchiveTarget::Dir(root) => {
-            let (root, options) = (root.clone(), options.clone());
-            tokio::task::spawn_blocking(move || crate::archive::dir::compact::run(&root, &options))
-                .await
-                .map_err(|e| CompactError::Failed(format!("the local compaction stopped: {e}")))?
-                .map_err(CompactError::Failed)
-        }
-    }
+    let client = crate::s3::compaction_client(&config.access, config.lambda, options.lease / 4).await;
+    run_s3(client, &config.bucket, &config.prefix, options).await
 }
 
 /// Compacts `s3://bucket/prefix` through `client`, whose operation timeout must be at most a

@@ -60,7 +60,7 @@ impl Progress {
     }
 
     /// Shows `status` if `every` has passed since the last time: between partitions, for work
-    /// that never waits (the local archive's).
+    /// that never waits.
     pub fn between(&self, status: Status) {
         if self.last.lock().map(|last| last.elapsed() >= self.every).unwrap_or(false) {
             self.show(status);

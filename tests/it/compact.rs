@@ -471,118 +471,17 @@ fn the_sample_dates_are_in_the_past() {
     assert!(OffsetDateTime::now_utc() > datetime!(2026-02-02 0:00 UTC));
 }
 
-/// The local archive: per-event files from before segments are merged into segments.
-mod local {
-    use std::fs;
-    use std::path::Path;
-
-    use mailhook::archive::{Archive, DirArchive, Stored};
-
-    use super::*;
-
-    async fn compact_dir(root: &Path, args: &[&str]) -> (i32, String) {
-        let mut all = vec!["compact"];
-        all.extend_from_slice(args);
-        let mut run = Running::start_args(&all, &[("ARCHIVE_URI", root.display().to_string())]);
-        let status = tokio::task::spawn_blocking(move || {
-            let status = run.child.wait().unwrap();
-            (status, run)
-        })
-        .await
-        .unwrap();
-        (status.0.code().unwrap_or(-1), status.1.output())
-    }
-
-    /// Writes records as the versions before segments did: one file per event, named by its key.
-    fn per_event_files(root: &Path, records: &[Record]) {
-        for r in records {
-            let path = root.join(r.key.format().strip_prefix(PREFIX).unwrap());
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            fs::write(path, &r.line).unwrap();
-        }
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> =
-            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-        names.sort();
-        names
-    }
-
-    #[tokio::test]
-    async fn per_event_files_become_segments_once_even_after_a_stopped_run() {
-        let root = tempfile::tempdir().unwrap();
-        let old = day(D1, 400);
-        let recent = day(D3, 4);
-        // What a server on segments wrote beside the old files: also read, and kept as it is.
-        let segment_records = day(D2, 3);
-        let archive = DirArchive::open(root.path()).unwrap();
-        for r in &segment_records {
-            assert_eq!(archive.put_new(&r.key, r.line.clone()).await.unwrap(), Stored::Created);
-        }
-        archive.close().await;
-        drop(archive);
-        per_event_files(root.path(), &old);
-        per_event_files(root.path(), &recent);
-        // A copy of a segment's event as a per-event file, as a killed run leaves them.
-        per_event_files(root.path(), &segment_records[..1]);
-        // A merge a killed run did not finish.
-        let d1 = root.path().join(format!("dt={D1}"));
-        fs::write(d1.join(".20260130T000000.000Z-0001.merge"), &old[0].line[..20]).unwrap();
-        // A file that is not one verified line: left where it is.
-        fs::write(d1.join("0123456789abcdef0123456789abcdef.jsonl"), b"{\"ts\":\"x\"}\n").unwrap();
-
-        // Young files are left alone by default; the stopped merge is removed at the start.
-        let (code, out) = compact_dir(root.path(), &["--through", "2026-01-31"]).await;
-        assert_eq!(code, 0, "{out}");
-        let d1_names = names(&d1);
-        assert_eq!(d1_names.len(), 401, "{out}");
-        assert!(d1_names.iter().all(|n| !n.starts_with('.')), "the stopped merge is gone: {d1_names:?}");
-
-        // A running server holds the lock: compact says to stop it.
-        let server = DirArchive::open(root.path()).unwrap();
-        let (code, out) = compact_dir(root.path(), &["--through", "2026-01-31", "--min-age", "0"]).await;
-        assert_eq!(code, 1, "{out}");
-        assert!(out.contains("stop the server before compacting"), "{out}");
-        server.close().await;
-        drop(server);
-
-        let (code, out) =
-            compact_dir(root.path(), &["--through", "2026-01-31", "--min-age", "0", "--max-object-bytes", "50000"])
-                .await;
-        assert_eq!(code, 0, "{out}");
-        assert!(out.contains("400 events merged") && out.contains("1 copy of merged events deleted"), "{out}");
-        let d1_names = names(&d1);
-        let segments: Vec<_> = d1_names.iter().filter(|n| n.contains('Z')).collect();
-        assert!(segments.len() >= 3, "capped segments: {d1_names:?}");
-        assert_eq!(d1_names.len(), segments.len() + 1, "{d1_names:?}");
-        for name in &segments {
-            assert!(fs::metadata(d1.join(name)).unwrap().len() <= 50000, "{name}");
-        }
-        assert_eq!(names(&root.path().join(format!("dt={D3}"))).len(), 4, "after --through: untouched");
-        fs::remove_file(d1.join("0123456789abcdef0123456789abcdef.jsonl")).unwrap();
-
-        let mut expected: Vec<(String, Vec<u8>)> = old
-            .iter()
-            .chain(&recent)
-            .chain(&segment_records)
-            .map(|r| (r.key.format().strip_prefix(PREFIX).unwrap().to_owned(), r.line.to_vec()))
-            .collect();
-        expected.sort();
-        assert_eq!(support::stored(root.path()), expected, "each event once, byte for byte");
-
-        // The server, started again, knows the merged events.
-        let archive = DirArchive::open(root.path()).unwrap();
-        assert_eq!(archive.put_new(&old[7].key, old[7].line.clone()).await.unwrap(), Stored::AlreadyPresent);
-        archive.close().await;
-        drop(archive);
-
-        // Again: nothing changes.
-        let before = support::files(root.path());
-        let (code, out) = compact_dir(root.path(), &["--through", "2026-01-31", "--min-age", "0"]).await;
-        assert_eq!(code, 0, "{out}");
-        assert_eq!(support::files(root.path()), before);
-    }
+/// A local directory is written as segments, a few a day: `mailhook compact` has nothing to do
+/// there, and refuses to start, naming the variable, rather than seem to have compacted it.
+#[test]
+fn compacting_a_local_directory_is_refused_as_a_configuration_error() {
+    let root = tempfile::tempdir().unwrap();
+    let mut run = Running::start_args(&["compact"], &[("ARCHIVE_URI", root.path().display().to_string())]);
+    let status = run.child.wait().unwrap();
+    let output = run.output();
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert!(output.contains("configuration error: ARCHIVE_URI must be s3://"), "{output}");
+    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0, "nothing written: {output}");
 }
 
 /// The compaction function: the same binary under the Lambda Runtime API with

@@ -9,7 +9,6 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 /// How a file is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +33,6 @@ pub(crate) trait Disk: Send + Sync + fmt::Debug {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory's entries durable: a new file or a rename is durable only after this.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
-    fn modified(&self, path: &Path) -> io::Result<SystemTime>;
     /// Takes an exclusive lock held until the returned guard is dropped. Another holder is
     /// `WouldBlock`.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn Send>>;
@@ -125,10 +123,6 @@ impl Disk for RealDisk {
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         File::open(path)?.sync_all()
-    }
-
-    fn modified(&self, path: &Path) -> io::Result<SystemTime> {
-        fs::metadata(path)?.modified()
     }
 
     fn lock(&self, path: &Path) -> io::Result<Box<dyn Send>> {

@@ -14,8 +14,6 @@ use crate::record::verify_whole_line;
 const LOCK_FILE: &str = ".mailhook.lock";
 const LIVE_SUFFIX: &str = ".live";
 const SNAPSHOT_SUFFIX: &str = ".snap";
-/// A segment `mailhook compact` is writing; renamed to `<name>.jsonl` once synced.
-const MERGE_SUFFIX: &str = ".merge";
 /// A sealed segment's lines that verify, written while what does not is moved out of it.
 const CLEAN_SUFFIX: &str = ".clean";
 /// What was moved out of a sealed segment because it does not verify: hidden, and with no
@@ -39,11 +37,6 @@ pub(crate) fn live(dir: &Path, name: &str) -> PathBuf {
 /// The copy of a live segment's durable lines, renamed over `<name>.jsonl` to publish them.
 pub(crate) fn snapshot(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!(".{name}{SNAPSHOT_SUFFIX}"))
-}
-
-/// A segment the local compaction is writing.
-pub(crate) fn merge(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!(".{name}{MERGE_SUFFIX}"))
 }
 
 /// Whether `stem` (a `.jsonl` file's name without it) names a segment mailhook made:
@@ -141,7 +134,7 @@ pub(crate) fn partitions(disk: &dyn Disk, root: &Path) -> io::Result<Vec<(time::
 }
 
 /// Seals every live segment an earlier run left in the partitions under `root`, each cut back
-/// to its last line that verifies, and removes leftover snapshots and unfinished merges.
+/// to its last line that verifies, and removes leftover snapshots and clean copies.
 pub(crate) fn recover(disk: &dyn Disk, root: &Path) -> io::Result<()> {
     for (_, dir) in partitions(disk, root)? {
         let mut changed = false;
@@ -151,11 +144,10 @@ pub(crate) fn recover(disk: &dyn Disk, root: &Path) -> io::Result<()> {
         for (file_name, _) in names {
             let path = dir.join(&file_name);
             let hidden = file_name.strip_prefix('.');
-            // Snapshots are copies, a merge a compaction did not finish still has its per-event
-            // files, and a clean copy not renamed yet left its segment as it was.
-            if hidden.is_some_and(|n| {
-                [SNAPSHOT_SUFFIX, OLD_SNAPSHOT_SUFFIX, MERGE_SUFFIX, CLEAN_SUFFIX].iter().any(|s| n.ends_with(s))
-            }) {
+            // Snapshots are copies, and a clean copy not renamed yet left its segment as it was.
+            if hidden
+                .is_some_and(|n| [SNAPSHOT_SUFFIX, OLD_SNAPSHOT_SUFFIX, CLEAN_SUFFIX].iter().any(|s| n.ends_with(s)))
+            {
                 disk.remove_file(&path)?;
                 changed = true;
             } else if let Some(name) =

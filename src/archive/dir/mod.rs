@@ -13,10 +13,8 @@
 //! - `files.rs`: the lock, hidden names, and the recovery that seals what a dead process left,
 //!   cut back to its last line that verifies, and the quarantine of sealed segments;
 //! - `disk.rs`: the seam every disk step goes through, so tests can enumerate crash states;
-//! - `compact.rs`: `mailhook compact` for a directory, which merges per-event files into segments;
 //! - `tests/`: test-only, apart: the edge tests, the simulated disk and its crash states.
 
-pub(crate) mod compact;
 pub(crate) mod disk;
 mod files;
 mod partition;

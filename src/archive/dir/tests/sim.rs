@@ -12,7 +12,6 @@ use std::hash::{Hash, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use crate::archive::dir::disk::{Disk, DiskFile, Open};
 use crate::key::Id;
@@ -389,10 +388,6 @@ impl Disk for SimDisk {
         self.killed_at(Kill::BeforeDirSync);
         self.log(Op::SyncDir { dir: path.to_owned() });
         Ok(())
-    }
-
-    fn modified(&self, path: &Path) -> io::Result<SystemTime> {
-        if self.exists(path) { Ok(SystemTime::UNIX_EPOCH) } else { Err(not_found(path)) }
     }
 
     fn lock(&self, path: &Path) -> io::Result<Box<dyn Send>> {
