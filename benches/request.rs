@@ -19,7 +19,7 @@ use tower::ServiceExt;
 struct Discard;
 
 impl Archive for Discard {
-    async fn put_new(&self, _key: &mailhook::key::Key, _line: Bytes) -> Result<Stored, ArchiveError> {
+    async fn put_new(&self, _key: &mailhook::layout::Key, _line: Bytes) -> Result<Stored, ArchiveError> {
         Ok(Stored::Created)
     }
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::layout::Prefix;
 use crate::webhook::Tokens;
 
 /// The largest body a Lambda function URL accepts (6 MB); a bigger limit could never be reached.
@@ -40,8 +41,8 @@ pub struct Config {
 /// Where the archive lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArchiveTarget {
-    /// An S3 bucket; `prefix` is empty or ends with `/`.
-    S3 { bucket: String, prefix: String },
+    /// An S3 bucket, and where the archive's keys start in it.
+    S3 { bucket: String, prefix: Prefix },
     /// A local directory, written with the same key layout.
     Dir(PathBuf),
 }
@@ -328,8 +329,8 @@ pub struct CompactConfig {
     pub access: Access,
     /// The archive's bucket, from `ARCHIVE_URI`.
     pub bucket: String,
-    /// The archive's prefix, from `ARCHIVE_URI`: empty or ending with `/`.
-    pub prefix: String,
+    /// The archive's prefix, from `ARCHIVE_URI`.
+    pub prefix: Prefix,
     /// `AWS_LAMBDA_RUNTIME_API` is set: run as the scheduled compaction function.
     pub lambda: bool,
     /// `AWS_LAMBDA_FUNCTION_NAME`: the dimension of the EMF metrics.
@@ -380,9 +381,7 @@ fn parse_archive_uri(uri: &str) -> Result<ArchiveTarget, ConfigError> {
                 format!("names no valid bucket: expected s3://bucket/prefix/, got {uri:?}"),
             ));
         }
-        let prefix = prefix.trim_start_matches('/');
-        let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_owned() } else { format!("{prefix}/") };
-        return Ok(ArchiveTarget::S3 { bucket: bucket.to_owned(), prefix });
+        return Ok(ArchiveTarget::S3 { bucket: bucket.to_owned(), prefix: Prefix::new(prefix) });
     }
     if uri.contains("://") {
         return Err(bad("ARCHIVE_URI", format!("must be s3://bucket/prefix/ or a local directory, got {uri:?}")));
@@ -544,15 +543,18 @@ mod tests {
         assert_eq!(failing_var(&[lambda[0], lambda[1], ("ARCHIVE_URI", "/tmp/x")]), "ARCHIVE_URI");
         let c = load(&[lambda[0], lambda[1], ("ARCHIVE_URI", "s3://my-bucket/mail")]).unwrap();
         assert_eq!(c.runtime, Runtime::Lambda);
-        assert_eq!(c.access.archive, ArchiveTarget::S3 { bucket: "my-bucket".into(), prefix: "mail/".into() });
+        assert_eq!(c.access.archive, ArchiveTarget::S3 { bucket: "my-bucket".into(), prefix: Prefix::new("mail/") });
     }
 
     #[test]
     fn archive_uri_forms() {
         let uri = |u: &str| load(&[("WEBHOOK_TOKENS", "t"), ("ARCHIVE_URI", u)]).map(|c| c.access.archive);
-        assert_eq!(uri("s3://bkt").unwrap(), ArchiveTarget::S3 { bucket: "bkt".into(), prefix: String::new() });
-        assert_eq!(uri("s3://bkt/").unwrap(), ArchiveTarget::S3 { bucket: "bkt".into(), prefix: String::new() });
-        assert_eq!(uri("s3://bkt/a/b/").unwrap(), ArchiveTarget::S3 { bucket: "bkt".into(), prefix: "a/b/".into() });
+        assert_eq!(uri("s3://bkt").unwrap(), ArchiveTarget::S3 { bucket: "bkt".into(), prefix: Prefix::default() });
+        assert_eq!(uri("s3://bkt/").unwrap(), ArchiveTarget::S3 { bucket: "bkt".into(), prefix: Prefix::default() });
+        assert_eq!(
+            uri("s3://bkt/a/b/").unwrap(),
+            ArchiveTarget::S3 { bucket: "bkt".into(), prefix: Prefix::new("a/b/") }
+        );
         assert_eq!(uri("./archive").unwrap(), ArchiveTarget::Dir(PathBuf::from("./archive")));
         for bad_uri in ["s3://", "s3://Upper/x", "s3://ab", "https://bkt/x", "s3://-bkt/"] {
             assert_eq!(uri(bad_uri).unwrap_err().var, "ARCHIVE_URI", "{bad_uri}");

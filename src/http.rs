@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::archive::{Archive, ArchiveError, Stored};
+use crate::layout::Prefix;
 use crate::metrics::{Metrics, Outcome, Sample};
 use crate::record::{Meta, Record};
 use crate::tokens::{TokenError, TokenSource};
@@ -39,8 +40,8 @@ pub struct AppState<A> {
     pub store_timeout: Duration,
     /// How long a client may take to send its body (local server; Lambda bodies arrive whole).
     pub body_timeout: Duration,
-    /// Prepended to every key: empty or ending with `/`.
-    pub prefix: String,
+    /// Prepended to every key.
+    pub prefix: Prefix,
     pub archive: A,
     /// Where each request's outcome is counted.
     pub metrics: Metrics,

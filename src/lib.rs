@@ -2,15 +2,16 @@
 //! date-partitioned objects, under AWS Lambda (function URL) or as a plain HTTP server.
 //!
 //! A request goes `http` (routes) → `webhook` (pure checks) → `record` (the stored line, under a
-//! `key`) → `archive` (S3, or local `segments`). `compact` merges closed partitions; `config`,
-//! `logging`, `metrics`, `s3` (the client) and `server` (the local HTTP server) are the rest.
+//! key that `layout` names) → `archive` (S3, or a local `dir` of segments). `compact` merges
+//! closed S3 partitions; `config`, `logging`, `metrics`, `s3` (the client) and `server` (the
+//! local HTTP server) are the rest.
 
 pub mod archive;
 pub mod compact;
 pub mod config;
 pub mod http;
-pub mod key;
 pub mod lambda;
+pub mod layout;
 pub mod logging;
 pub mod metrics;
 pub mod record;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use crate::archive::{Archive, DirArchive, S3Archive};
 use crate::config::{ArchiveTarget, Config, Runtime};
 use crate::http::AppState;
+use crate::layout::Prefix;
 use crate::metrics::{Metrics, Prometheus};
 use crate::tokens::{ParameterTokens, TokenSource};
 
@@ -58,12 +60,12 @@ pub async fn run(config: Config) -> Result<(), Error> {
                 std::io::ErrorKind::ResourceBusy => format!("ARCHIVE_URI directory {} is in use: {e}", path.display()),
                 _ => format!("configuration error: ARCHIVE_URI directory {} is not writable: {e}", path.display()),
             })?;
-            serve(config, tokens, archive, String::new()).await
+            serve(config, tokens, archive, Prefix::default()).await
         }
     }
 }
 
-async fn serve<A: Archive>(config: Config, tokens: TokenSource, archive: A, prefix: String) -> Result<(), Error> {
+async fn serve<A: Archive>(config: Config, tokens: TokenSource, archive: A, prefix: Prefix) -> Result<(), Error> {
     let metrics = match (config.runtime, config.metrics_addr) {
         (Runtime::Lambda, _) => Metrics::Emf { function_name: config.function_name.clone() },
         (Runtime::Http(_), Some(_)) => Metrics::Prometheus(Prometheus::default()),

@@ -6,7 +6,7 @@ use serde_json::value::RawValue;
 use time::format_description::well_known::Rfc3339;
 use time::{Date, Duration, OffsetDateTime, UtcOffset};
 
-use crate::key::{Id, Key};
+use crate::layout::{Id, Key, Prefix};
 use crate::webhook::Event;
 
 /// An event time further back than this from the receive time is taken as misread.
@@ -60,7 +60,7 @@ struct AfterData<'a> {
 
 impl Record {
     /// Builds the line for `event` received at `received`, to be stored under `prefix`.
-    pub fn new(event: &Event<'_>, meta: &Meta, received: OffsetDateTime, prefix: &str) -> Record {
+    pub fn new(event: &Event<'_>, meta: &Meta, received: OffsetDateTime, prefix: impl Into<Prefix>) -> Record {
         let data = compact_json(event.raw);
         let event_time = event.tstamp.and_then(event_time);
         let kind = event.event.and_then(text);

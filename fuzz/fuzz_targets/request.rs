@@ -17,7 +17,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use mailhook::archive::{Archive, ArchiveError, Stored};
 use mailhook::http::AppState;
-use mailhook::key::Key;
+use mailhook::layout::Key;
 use mailhook::record::{Meta, Record, compact_json};
 use mailhook::webhook::{Tokens, check_encoding, check_method, check_token, parse_body};
 use serde_json::Value;

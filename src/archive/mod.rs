@@ -3,7 +3,7 @@
 //! - `s3.rs`: one object per event in an S3 bucket, created only if absent;
 //! - `dir/`: a local directory of append-only segment files, many lines each.
 //!
-//! Both take the same `Key` (`key.rs`).
+//! Both take the same `Key` (`layout.rs`).
 
 pub(crate) mod dir;
 mod s3;
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::key::Key;
+use crate::layout::Key;
 pub use dir::DirArchive;
 pub use s3::S3Archive;
 

@@ -7,7 +7,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
 use super::{Archive, ArchiveError, CONTENT_TYPE, Stored};
-use crate::key::Key;
+use crate::layout::Key;
 use crate::s3::status;
 
 /// How many times a write is tried while S3 reports a concurrent conditional write (409).

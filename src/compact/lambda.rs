@@ -11,8 +11,9 @@ use lambda_http::{LambdaEvent, service_fn};
 use time::OffsetDateTime;
 
 use super::lease::LeaseError;
-use super::{CompactError, Options, Report, parse_date, run};
+use super::{CompactError, Options, Report, run};
 use crate::config::CompactConfig;
+use crate::layout::parse_date;
 use crate::metrics::emit_compaction;
 
 /// A run stops starting new work this long (or a tenth of its time, if less) before the

@@ -22,10 +22,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use serde::{Deserialize, Serialize};
 use time::Date;
 
+use crate::layout::{Prefix, parse_date};
 use crate::s3::status;
-
-/// The lease's key under the archive's prefix: no `dt=` partition, and no `.jsonl` for readers.
-pub const LEASE_NAME: &str = "_compaction.lease";
 
 /// What the lease object holds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -86,10 +84,10 @@ impl Lease {
     pub async fn acquire(
         client: &aws_sdk_s3::Client,
         bucket: &str,
-        prefix: &str,
+        prefix: &Prefix,
         ttl: Duration,
     ) -> Result<Lease, LeaseError> {
-        let key = format!("{prefix}{LEASE_NAME}");
+        let key = prefix.lease();
         let mut lease = Lease {
             client: client.clone(),
             bucket: bucket.to_owned(),
@@ -277,8 +275,8 @@ impl Body {
     /// Where it asks the next run to go on; what does not parse is left out.
     fn resume(self) -> Resume {
         Resume {
-            from: self.resume_after.as_deref().and_then(super::parse_date),
-            start_after: self.start_after.into_iter().filter_map(|(d, k)| Some((super::parse_date(&d)?, k))).collect(),
+            from: self.resume_after.as_deref().and_then(parse_date),
+            start_after: self.start_after.into_iter().filter_map(|(d, k)| Some((parse_date(&d)?, k))).collect(),
         }
     }
 }

@@ -29,7 +29,7 @@ pub use self::lambda::serve_lambda;
 use self::lease::{Lease, LeaseError, Resume};
 use self::progress::{Progress, Status};
 use crate::config::CompactConfig;
-use crate::key::Id;
+use crate::layout::{Id, Prefix, parse_date};
 use crate::record::verify_line;
 
 /// Partitions this many days before today (UTC) and older are compacted by default: every
@@ -135,10 +135,6 @@ fn seconds(flag: &str, v: &str, min: u64) -> Result<Duration, String> {
         .filter(|n| (min..=86_400).contains(n))
         .map(Duration::from_secs)
         .ok_or_else(|| format!("{flag} must be whole seconds from {min} to 86400, got {v:?}"))
-}
-
-pub(crate) fn parse_date(text: &str) -> Option<Date> {
-    Date::parse(text.trim(), time::macros::format_description!("[year]-[month]-[day]")).ok()
 }
 
 /// Checks that `body` is one whole stored line whose id is `id`. Anything else (a line written
@@ -359,7 +355,7 @@ pub async fn run(config: &CompactConfig, options: &Options) -> Result<Report, Co
 pub async fn run_s3(
     client: aws_sdk_s3::Client,
     bucket: &str,
-    prefix: &str,
+    prefix: &Prefix,
     options: &Options,
 ) -> Result<Report, CompactError> {
     let lease = Lease::acquire(&client, bucket, prefix, options.lease).await?;

@@ -28,20 +28,18 @@ use time::Date;
 
 use super::lease::{Lease, LeaseError};
 use super::{Compactor, Done, GETS_IN_FLIGHT, OUT_OF_TIME, Options, cutoff, mergeable, out_of_time};
-use crate::key::{Id, event_file_id, parse_partition, partition_name};
+use crate::layout::{Id, Prefix, event_file_id, is_merged};
 use crate::record::verify_line;
 use crate::s3::status;
 
 /// `DeleteObjects` takes at most this many keys a call.
 const DELETE_BATCH: usize = 1000;
 const MERGED_CONTENT_TYPE: &str = "application/gzip";
-/// What starts a merged object's name: after every per-event key (hex digits) in a listing.
-const MERGED_PREFIX: &str = "merged-";
 
 pub(super) struct S3Compactor {
     client: aws_sdk_s3::Client,
     bucket: String,
-    prefix: String,
+    prefix: Prefix,
     lease: tokio::sync::Mutex<Lease>,
     /// Set once a renewal finds another run holding the lease: no step is taken after it.
     lost: std::sync::Mutex<Option<LeaseError>>,
@@ -62,11 +60,11 @@ impl Compactor for S3Compactor {
 }
 
 impl S3Compactor {
-    pub fn new(client: aws_sdk_s3::Client, bucket: &str, prefix: &str, lease: Lease) -> S3Compactor {
+    pub fn new(client: aws_sdk_s3::Client, bucket: &str, prefix: &Prefix, lease: Lease) -> S3Compactor {
         S3Compactor {
             client,
             bucket: bucket.to_owned(),
-            prefix: prefix.to_owned(),
+            prefix: prefix.clone(),
             lease: tokio::sync::Mutex::new(lease),
             lost: std::sync::Mutex::new(None),
         }
@@ -102,7 +100,7 @@ impl S3Compactor {
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
-            .prefix(&self.prefix)
+            .prefix(self.prefix.as_str())
             .delimiter("/")
             .into_paginator()
             .send();
@@ -112,9 +110,7 @@ impl S3Compactor {
                 format!("listing s3://{}/{} failed: {}", self.bucket, self.prefix, DisplayErrorContext(&e))
             })?;
             for common in page.common_prefixes() {
-                if let Some(date) =
-                    common.prefix().and_then(|p| p.strip_prefix(self.prefix.as_str())).and_then(parse_partition)
-                {
+                if let Some(date) = common.prefix().and_then(|p| self.prefix.parse_partition(p)) {
                     dates.push(date);
                 }
             }
@@ -123,7 +119,7 @@ impl S3Compactor {
     }
 
     async fn compact(&self, date: Date, options: &Options, done: &Done) -> Result<(), String> {
-        let dir = format!("{}{}/", self.prefix, partition_name(date));
+        let dir = self.prefix.partition(date);
         let start_after = self.lease.lock().await.resume.start_after.get(&date).cloned();
         let mut part = Partition {
             date,
@@ -177,7 +173,7 @@ impl S3Compactor {
             self.keep().await?;
         }
         if !part.chunk.keys.is_empty() {
-            self.flush(&part.dir, std::mem::replace(&mut part.chunk, Chunk::new()), done).await?;
+            self.flush(part.date, std::mem::replace(&mut part.chunk, Chunk::new()), done).await?;
         }
         // A pass over the partition is done: the next starts from its first key again.
         self.lease.lock().await.resume.start_after.remove(&date);
@@ -210,7 +206,7 @@ impl S3Compactor {
             return Ok(());
         }
         if part.known.is_none() {
-            part.known = Some(self.merged_ids(&part.dir, part.floor, options).await?);
+            part.known = Some(self.merged_ids(part.date, part.floor, options).await?);
         }
         let known = part.known.as_ref().expect("read just above");
         let (stale, fresh): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|(_, id)| known.contains(id));
@@ -235,7 +231,7 @@ impl S3Compactor {
                 } else {
                     if !part.chunk.keys.is_empty() && part.chunk.lines + body.len() > options.max_object_bytes {
                         let full = std::mem::replace(&mut part.chunk, Chunk::new());
-                        self.flush(&part.dir, full, done).await?;
+                        self.flush(part.date, full, done).await?;
                         self.progress(part).await;
                     }
                     part.chunk.push(key.clone(), id, &body).map_err(|e| format!("compressing failed: {e}"))?;
@@ -256,7 +252,7 @@ impl S3Compactor {
     async fn stop(&self, mut part: Partition, done: &Done, why: String) -> Result<(), String> {
         if !part.chunk.keys.is_empty() {
             let chunk = std::mem::replace(&mut part.chunk, Chunk::new());
-            self.flush(&part.dir, chunk, done).await?;
+            self.flush(part.date, chunk, done).await?;
         }
         self.progress(&part).await;
         Err(why)
@@ -273,18 +269,19 @@ impl S3Compactor {
 
     /// The ids in the partition's merged objects (above `floor` only: no key at or below it is
     /// listed in this pass), each object read as a stream.
-    async fn merged_ids(&self, dir: &str, floor: Option<Id>, options: &Options) -> Result<HashSet<Id>, String> {
+    async fn merged_ids(&self, date: Date, floor: Option<Id>, options: &Options) -> Result<HashSet<Id>, String> {
+        let dir = self.prefix.partition(date);
         let mut pages = self
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
-            .prefix(format!("{dir}{MERGED_PREFIX}"))
+            .prefix(self.prefix.merged_in(date))
             .into_paginator()
             .send();
         let mut known = HashSet::new();
         while let Some(page) = until(options, pages.next()).await? {
             let page = page.map_err(|e| format!("listing {dir} failed: {}", DisplayErrorContext(&e)))?;
-            for key in page.contents().iter().filter_map(|o| o.key()).filter(|k| k.ends_with(".jsonl.gz")) {
+            for key in page.contents().iter().filter_map(|o| o.key()).filter(|k| is_merged(k)) {
                 if let Some(why) = out_of_time(options) {
                     return Err(why);
                 }
@@ -336,12 +333,10 @@ impl S3Compactor {
 
     /// Writes `chunk` as one merged object, if no object of that name is there, then deletes
     /// the per-event objects in it.
-    async fn flush(&self, dir: &str, chunk: Chunk, done: &Done) -> Result<(), String> {
+    async fn flush(&self, date: Date, chunk: Chunk, done: &Done) -> Result<(), String> {
         // Named by the first half of a SHA-256 over the ids in it, in order.
-        let name = format!(
-            "{dir}{MERGED_PREFIX}{}.jsonl.gz",
-            Id::from_bytes(chunk.ids.finalize()[..16].try_into().expect("16 of 32 bytes"))
-        );
+        let name =
+            self.prefix.merged(date, Id::from_bytes(chunk.ids.finalize()[..16].try_into().expect("16 of 32 bytes")));
         let gzip = chunk.encoder.finish().map_err(|e| format!("compressing failed: {e}"))?;
         self.fence().await?;
         let put = self

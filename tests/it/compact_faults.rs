@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
-use mailhook::compact::lease::{LEASE_NAME, Lease, LeaseError};
+use mailhook::compact::lease::{Lease, LeaseError};
 use mailhook::compact::{CompactError, Options, Report};
+use mailhook::layout::LEASE_NAME;
 use mailhook::record::Record;
 
 use crate::compact::{D1, D2, PREFIX, assert_readable, day, listing, moto, seed};
@@ -44,7 +45,7 @@ async fn client(proxy: &FaultProxy) -> aws_sdk_s3::Client {
 }
 
 async fn compact(proxy: &FaultProxy) -> Result<Report, CompactError> {
-    mailhook::compact::run_s3(client(proxy).await, BUCKET, PREFIX, &options()).await
+    mailhook::compact::run_s3(client(proxy).await, BUCKET, &PREFIX.into(), &options()).await
 }
 
 /// Empties the bucket and puts the fixed archive back: two partitions, small merged objects.
@@ -161,7 +162,7 @@ async fn every_request_of_a_run_failed_or_killed_then_a_rerun_leaves_each_event_
         proxy.when(kth(k), Fault::Stall);
         let run = tokio::spawn({
             let client = client(&proxy).await;
-            async move { mailhook::compact::run_s3(client, BUCKET, PREFIX, &options()).await }
+            async move { mailhook::compact::run_s3(client, BUCKET, &PREFIX.into(), &options()).await }
         });
         let waiting = Instant::now();
         while proxy.requests() <= before + k && !run.is_finished() {
@@ -194,7 +195,7 @@ async fn a_second_run_started_at_any_point_of_the_first_leaves_each_event_once()
         let before = proxy.requests();
         let first = tokio::spawn({
             let client = client(&proxy).await;
-            async move { mailhook::compact::run_s3(client, BUCKET, PREFIX, &options()).await }
+            async move { mailhook::compact::run_s3(client, BUCKET, &PREFIX.into(), &options()).await }
         });
         while proxy.requests() < before + offset && !first.is_finished() {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -248,7 +249,7 @@ async fn a_run_cut_off_by_its_deadline_writes_what_it_fetched_and_the_next_start
     );
     let mut cut = options();
     cut.deadline = Some(Instant::now() + Duration::from_millis(550));
-    let report = mailhook::compact::run_s3(client(&proxy).await, BUCKET, PREFIX, &cut).await.unwrap();
+    let report = mailhook::compact::run_s3(client(&proxy).await, BUCKET, &PREFIX.into(), &cut).await.unwrap();
     proxy.clear_rules();
     assert_eq!(report.failure(), None, "a deadline is no failure: {report:?}");
     assert_eq!(report.cut_off, [D1, D2], "{report:?}");
@@ -291,7 +292,7 @@ async fn a_refused_renewal_over_our_unchanged_lease_is_lost() {
     let lease_path = format!("/{BUCKET}/{PREFIX}{LEASE_NAME}");
     for status in [412, 409] {
         proxy.clear_rules();
-        let mut lease = Lease::acquire(&s3, BUCKET, PREFIX, LEASE).await.unwrap();
+        let mut lease = Lease::acquire(&s3, BUCKET, &PREFIX.into(), LEASE).await.unwrap();
         let path = lease_path.clone();
         proxy.when(
             move |line| line.starts_with("PUT ") && line.contains(&path),
@@ -327,7 +328,7 @@ async fn a_takeover_whose_answer_was_lost_is_ours_and_keeps_where_to_resume() {
     direct.put_object().bucket(BUCKET).key(&key).body(ByteStream::from_static(body)).send().await.unwrap();
     // The create (412: a lease is there), the read, then the takeover: stored, its answer lost.
     proxy.script([Fault::Pass, Fault::Pass, Fault::ResetAfterForward]);
-    let mut lease = Lease::acquire(&s3, BUCKET, PREFIX, LEASE).await.expect("taken over");
+    let mut lease = Lease::acquire(&s3, BUCKET, &PREFIX.into(), LEASE).await.expect("taken over");
     assert_eq!(lease.resume.from, Some(time::macros::date!(2026 - 11 - 20)));
     assert!(proxy.request_lines().iter().filter(|l| l.starts_with("PUT ")).count() >= 3, "the takeover was retried");
     lease.fence().await.expect("the lease in the bucket is this run's");
@@ -347,7 +348,7 @@ async fn a_renewal_found_to_be_ours_too_late_is_renewed_again() {
     let key = format!("{PREFIX}{LEASE_NAME}");
     for slow in [Duration::ZERO, LEASE / 4 * 3 / 5] {
         expire_lease(&direct).await;
-        let mut lease = Lease::acquire(&s3, BUCKET, PREFIX, LEASE).await.unwrap();
+        let mut lease = Lease::acquire(&s3, BUCKET, &PREFIX.into(), LEASE).await.unwrap();
         // The renewal is stored and its answer lost; then its retry (412) and the read.
         proxy.script([Fault::ResetAfterForward, Fault::Delay(slow), Fault::Delay(slow)]);
         lease.fence().await.unwrap_or_else(|e| panic!("delayed {slow:?}: {e}"));
@@ -421,7 +422,7 @@ async fn runs_shorter_than_a_partitions_listing_stop_on_time_and_go_on_where_the
         let started = Instant::now();
         cut.deadline = Some(started + RUN);
         let before = proxy.requests();
-        let report = mailhook::compact::run_s3(compactor.clone(), BUCKET, PREFIX, &cut).await.unwrap();
+        let report = mailhook::compact::run_s3(compactor.clone(), BUCKET, &PREFIX.into(), &cut).await.unwrap();
         let took = started.elapsed();
         let context = format!("run {runs} ({took:?}): {report:?}");
         assert_eq!(report.failure(), None, "{context}");

@@ -134,7 +134,7 @@ async fn access_denied_is_500_and_the_error_names_bucket_and_key() {
     rig.proxy.always(Fault::Error(403, "AccessDenied"));
     assert_eq!(rig.send("new.json").await.0, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(rig.proxy.requests(), 1, "403 is not retried");
-    let key = mailhook::key::Key::new("mail/", time::macros::date!(2026 - 11 - 26), mailhook::key::Id::of(b"x"));
+    let key = mailhook::layout::Key::new("mail/", time::macros::date!(2026 - 11 - 26), mailhook::layout::Id::of(b"x"));
     let err = rig.archive.put_new(&key, Bytes::from_static(b"x\n")).await.unwrap_err();
     assert!(matches!(err, ArchiveError::S3 { .. }));
     let message = err.to_string();

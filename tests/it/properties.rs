@@ -176,7 +176,7 @@ struct Memory(std::sync::Mutex<std::collections::HashMap<String, bytes::Bytes>>)
 impl mailhook::archive::Archive for Memory {
     async fn put_new(
         &self,
-        key: &mailhook::key::Key,
+        key: &mailhook::layout::Key,
         line: bytes::Bytes,
     ) -> Result<mailhook::archive::Stored, mailhook::archive::ArchiveError> {
         use std::collections::hash_map::Entry;

@@ -228,7 +228,7 @@ async fn failed_write_is_500_and_says_nothing_internal() {
 struct Stalled;
 
 impl Archive for Stalled {
-    async fn put_new(&self, _key: &mailhook::key::Key, _line: Bytes) -> Result<Stored, ArchiveError> {
+    async fn put_new(&self, _key: &mailhook::layout::Key, _line: Bytes) -> Result<Stored, ArchiveError> {
         std::future::pending().await
     }
 }

@@ -10,7 +10,7 @@ use axum::http::{Request, StatusCode};
 use bytes::Bytes;
 use mailhook::archive::{Archive, ArchiveError, CONTENT_TYPE, S3Archive, Stored};
 use mailhook::http::router;
-use mailhook::key::{Id, Key};
+use mailhook::layout::{Id, Key};
 use support::*;
 
 #[tokio::test]

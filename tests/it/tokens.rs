@@ -225,7 +225,7 @@ async fn an_unreadable_parameter_is_answered_503_and_counted_as_our_failure() {
         max_body_bytes: 1024 * 1024,
         store_timeout: Duration::from_secs(2),
         body_timeout: Duration::from_millis(500),
-        prefix: String::new(),
+        prefix: mailhook::layout::Prefix::default(),
         archive: mailhook::archive::DirArchive::open(dir.path()).unwrap(),
         metrics: mailhook::metrics::Metrics::Prometheus(Default::default()),
     });

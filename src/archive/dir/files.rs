@@ -7,51 +7,23 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 use super::disk::{Disk, DiskFile, Open, Reader};
-use crate::key::{Id, LINES_SUFFIX, parse_partition};
+use crate::layout::segment::{self, LOCK_FILE, Leftover};
+use crate::layout::{Id, parse_partition};
 use crate::record::verify_whole_line;
 
-/// Held while a process writes the directory, so two cannot append to the same segments.
-const LOCK_FILE: &str = ".mailhook.lock";
-const LIVE_SUFFIX: &str = ".live";
-const SNAPSHOT_SUFFIX: &str = ".snap";
-/// A sealed segment's lines that verify, written while what does not is moved out of it.
-const CLEAN_SUFFIX: &str = ".clean";
-/// What was moved out of a sealed segment because it does not verify: hidden, and with no
-/// `.jsonl` in its name, so no reader's glob meets it; never removed by mailhook.
-const QUARANTINE_SUFFIX: &str = ".quarantined";
-/// What the first segment version called them; a start after an upgrade seals and removes these too.
-const OLD_LIVE_SUFFIX: &str = ".jsonl.live";
-const OLD_SNAPSHOT_SUFFIX: &str = ".jsonl.snap";
-
-/// The visible name of segment `name`: `<name>.jsonl`, the only files readers glob.
+/// The visible file of segment `name` in `dir`.
 pub(crate) fn sealed(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}{LINES_SUFFIX}"))
+    dir.join(segment::sealed(name))
 }
 
-/// The live segment being appended to. Its name has no `.jsonl` in it, so a reader's glob
-/// (`*.jsonl*`, which matches hidden files too in DuckDB) never picks up its zeros ahead.
+/// The live segment `name` in `dir`.
 pub(crate) fn live(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!(".{name}{LIVE_SUFFIX}"))
+    dir.join(segment::live(name))
 }
 
-/// The copy of a live segment's durable lines, renamed over `<name>.jsonl` to publish them.
+/// The snapshot of live segment `name` in `dir`.
 pub(crate) fn snapshot(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!(".{name}{SNAPSHOT_SUFFIX}"))
-}
-
-/// Whether `stem` (a `.jsonl` file's name without it) names a segment mailhook made:
-/// `YYYYMMDDTHHMMSS.mmmZ-<counter>`, as `Names` makes them.
-pub(crate) fn is_segment(stem: &str) -> bool {
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let Some((run, counter)) = stem.split_once('-') else { return false };
-    let (date, time) = run.split_at_checked(8).unwrap_or_default();
-    digits(date)
-        && digits(counter)
-        && time
-            .strip_prefix('T')
-            .and_then(|t| t.strip_suffix('Z'))
-            .and_then(|t| t.split_once('.'))
-            .is_some_and(|(hms, ms)| hms.len() == 6 && ms.len() == 3 && digits(hms) && digits(ms))
+    dir.join(segment::snapshot(name))
 }
 
 /// Whether a start has taken the directory's lock before, and so got past its directory syncs:
@@ -73,8 +45,7 @@ pub(crate) fn lock(disk: &dyn Disk, root: &Path) -> io::Result<Box<dyn Send>> {
     })
 }
 
-/// Segment names: this start's UTC time and a counter, so names sort by age and a new start
-/// never appends to an old segment.
+/// The segment names of this start (`layout::segment`): its UTC time and a counter.
 pub(crate) struct Names {
     run: String,
     next: u32,
@@ -82,18 +53,7 @@ pub(crate) struct Names {
 
 impl Names {
     pub(crate) fn new() -> Self {
-        let now = OffsetDateTime::now_utc();
-        let run = format!(
-            "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
-            now.year(),
-            u8::from(now.month()),
-            now.day(),
-            now.hour(),
-            now.minute(),
-            now.second(),
-            now.millisecond()
-        );
-        Names { run, next: 1 }
+        Names { run: segment::run(OffsetDateTime::now_utc()), next: 1 }
     }
 
     /// A name no segment in `dir` has, and a new hidden file `path(dir, name)` created for it.
@@ -105,7 +65,7 @@ impl Names {
     ) -> io::Result<(String, Box<dyn DiskFile>)> {
         loop {
             self.next += 1;
-            let name = format!("{}-{:04}", self.run, self.next - 1);
+            let name = segment::name(&self.run, self.next - 1);
             if disk.exists(&sealed(dir, &name)) {
                 continue;
             }
@@ -143,18 +103,17 @@ pub(crate) fn recover(disk: &dyn Disk, root: &Path) -> io::Result<()> {
         names.sort();
         for (file_name, _) in names {
             let path = dir.join(&file_name);
-            let hidden = file_name.strip_prefix('.');
-            // Snapshots are copies, and a clean copy not renamed yet left its segment as it was.
-            if hidden
-                .is_some_and(|n| [SNAPSHOT_SUFFIX, OLD_SNAPSHOT_SUFFIX, CLEAN_SUFFIX].iter().any(|s| n.ends_with(s)))
-            {
-                disk.remove_file(&path)?;
-                changed = true;
-            } else if let Some(name) =
-                hidden.and_then(|n| n.strip_suffix(OLD_LIVE_SUFFIX).or_else(|| n.strip_suffix(LIVE_SUFFIX)))
-            {
-                recover_segment(disk, &path, &sealed(&dir, name))?;
-                changed = true;
+            match segment::leftover(&file_name) {
+                // Snapshots are copies, and a clean copy not renamed yet left its segment as it was.
+                Leftover::Copy => {
+                    disk.remove_file(&path)?;
+                    changed = true;
+                }
+                Leftover::Live(name) => {
+                    recover_segment(disk, &path, &sealed(&dir, name))?;
+                    changed = true;
+                }
+                Leftover::Other => {}
             }
         }
         if changed {
@@ -268,7 +227,7 @@ pub(crate) fn quarantine(disk: &dyn Disk, dir: &Path, stem: &str) -> io::Result<
             });
         }
     }
-    let out = dir.join(format!(".{stem}.{}{QUARANTINE_SUFFIX}", Id::of(&moved)));
+    let out = dir.join(segment::quarantined(stem, Id::of(&moved)));
     if runs == 0 {
         return Ok((0, out));
     }
@@ -279,7 +238,7 @@ pub(crate) fn quarantine(disk: &dyn Disk, dir: &Path, stem: &str) -> io::Result<
         disk.sync_dir(dir)?;
         disk.remove_file(&path)?;
     } else {
-        let clean = dir.join(format!(".{stem}{CLEAN_SUFFIX}"));
+        let clean = dir.join(segment::clean(stem));
         let file = disk.open(&clean, Open::Truncate)?;
         file.write_all_at(&kept, 0)?;
         file.sync_all()?;

@@ -34,7 +34,7 @@ use self::disk::{Disk, DiskFile, RealDisk};
 use self::files::{Names, lock, recover, started_before};
 use self::writer::{Job, Msg, Writer};
 use super::{Archive, ArchiveError, Stored};
-use crate::key::Key;
+use crate::layout::Key;
 
 /// A segment is sealed, and a new one begun, before a batch would take it past this size.
 pub(crate) const SEGMENT_BYTES: u64 = 32 << 20;

@@ -12,7 +12,7 @@ use time::Date;
 use super::Tuning;
 use super::disk::{Disk, DiskFile, Open};
 use super::files::{self, Names, sealed_lines, write_zeros};
-use crate::key::{Id, LINES_SUFFIX, event_file_id, partition_name};
+use crate::layout::{Id, LINES_SUFFIX, event_file_id, partition_name};
 
 /// The live segment is written with zeros this far ahead of its lines, so that an `fdatasync`
 /// after a batch writes data only: appending past the file's end would also write its inode each
@@ -66,7 +66,7 @@ impl Partition {
                 ids.insert(id);
             } else if let Some(stem) = name.strip_suffix(LINES_SUFFIX).filter(|_| !name.starts_with('.')) {
                 let path = dir.join(&name);
-                if !files::is_segment(stem) {
+                if !crate::layout::segment::is_segment(stem) {
                     // A user's own file, or another tool's: never changed, and its lines do not
                     // count as stored (a resend is stored in a segment of mailhook's own).
                     tracing::warn!(file = %path.display(), "not a segment mailhook made: left as it is, and not indexed");

@@ -19,7 +19,7 @@ use super::disk::Disk;
 use super::files::Names;
 use super::partition::Partition;
 use crate::archive::Stored;
-use crate::key::Id;
+use crate::layout::Id;
 
 /// How often an idle writer wakes to publish and to let go of partitions no write can reach.
 const TICK: Duration = Duration::from_millis(500);

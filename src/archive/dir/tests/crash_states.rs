@@ -27,9 +27,9 @@ use tokio::sync::oneshot;
 use super::sim::{Image, Kill, Killed, Mutation, Op, SimDisk, crash_states, hole_states, whole_block_states};
 use crate::archive::Stored;
 use crate::archive::dir::Tuning;
-use crate::archive::dir::files::is_segment;
 use crate::archive::dir::writer::{Job, Writer};
-use crate::key::{Id, Key, LINES_SUFFIX, parse_partition};
+use crate::layout::segment::is_segment;
+use crate::layout::{Id, Key, LINES_SUFFIX, parse_partition};
 use crate::record::{Meta, Record, verify_whole_line};
 use crate::webhook::parse_body;
 

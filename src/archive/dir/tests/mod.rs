@@ -408,7 +408,7 @@ async fn a_hung_sync_fills_the_queue_and_then_requests_get_503_at_once() {
         max_body_bytes: 1 << 20,
         store_timeout: Duration::from_millis(200),
         body_timeout: Duration::from_secs(1),
-        prefix: String::new(),
+        prefix: crate::layout::Prefix::default(),
         archive: archive.clone(),
         metrics: Metrics::Prometheus(Prometheus::default()),
     });
@@ -538,9 +538,9 @@ async fn a_damaged_line_in_a_sealed_segment_is_moved_aside_and_the_rest_kept() {
 
 #[test]
 fn segment_names_are_the_ones_mailhook_makes() {
-    assert!(files::is_segment("20261126T120000.000Z-0001"));
-    assert!(files::is_segment("20261126T120000.000Z-12345"));
+    assert!(crate::layout::segment::is_segment("20261126T120000.000Z-0001"));
+    assert!(crate::layout::segment::is_segment("20261126T120000.000Z-12345"));
     for foreign in ["notes", "x-0001", "20261126-backup", "20261126T120000.000Z", "20261126T1200.000Z-0001", ""] {
-        assert!(!files::is_segment(foreign), "{foreign}");
+        assert!(!crate::layout::segment::is_segment(foreign), "{foreign}");
     }
 }
