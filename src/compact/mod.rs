@@ -237,12 +237,12 @@ impl Report {
     }
 }
 
-/// Why a partition was left: the run's deadline, not a failure.
-pub(crate) const OUT_OF_TIME: &str = "stopped before the function's timeout; the next run goes on from here";
-
-/// Stops work that would start after the deadline.
-pub(crate) fn out_of_time(options: &Options) -> Option<String> {
-    options.deadline.filter(|d| Instant::now() >= *d).map(|_| OUT_OF_TIME.to_owned())
+/// `OutOfTime` once the deadline has come: work that would start after it does not.
+pub(crate) fn in_time(options: &Options) -> Result<(), CompactError> {
+    match options.deadline {
+        Some(deadline) if Instant::now() >= deadline => Err(CompactError::OutOfTime),
+        _ => Ok(()),
+    }
 }
 
 /// Per-event objects last modified at or before this are old enough to merge. A `min_age`
@@ -254,24 +254,24 @@ pub(crate) fn cutoff(options: &Options) -> SystemTime {
 /// One archive's side of a run: which partitions it has, and how to compact one of them.
 pub(crate) trait Compactor: Send {
     /// The dates of the archive's partitions.
-    fn dates(&mut self) -> impl Future<Output = Result<Vec<Date>, String>> + Send;
+    fn dates(&mut self) -> impl Future<Output = Result<Vec<Date>, CompactError>> + Send;
     /// Compacts one partition, counting what it did in `done` as it goes.
     fn partition(
         &mut self,
         date: Date,
         options: &Options,
         done: &Done,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), CompactError>> + Send;
 }
 
 /// The run itself, the same for every archive: partitions one after another, oldest first from
 /// `start_from` (then the older ones), none started after the deadline; a failed partition is
-/// reported and the run goes on with the next.
+/// reported and the run goes on with the next, unless the lease was lost: then no step follows.
 pub(crate) async fn drive(
     compactor: &mut impl Compactor,
     options: &Options,
     start_from: Option<Date>,
-) -> Result<Report, String> {
+) -> Result<Report, CompactError> {
     let mut dates: Vec<Date> = compactor.dates().await?.into_iter().filter(|d| *d <= options.through).collect();
     dates.sort();
     if let Some(from) = start_from {
@@ -291,12 +291,12 @@ pub(crate) async fn drive(
             read: read + Done::get(&done.read),
         };
         progress.between(status());
-        let result = match out_of_time(options) {
-            Some(why) => {
+        let result = match in_time(options) {
+            Err(why) => {
                 report.resume_from.get_or_insert(date);
                 Err(why)
             }
-            None => progress.watch(compactor.partition(date, options, &done), status).await,
+            Ok(()) => progress.watch(compactor.partition(date, options, &done), status).await,
         };
         read += Done::get(&done.read);
         report.add(&done);
@@ -307,7 +307,7 @@ pub(crate) async fn drive(
                 partition = %date, merged, written = Done::get(&done.written),
                 already_merged = Done::get(&done.already_merged), skipped = Done::get(&done.skipped), "partition compacted"
             ),
-            Err(why) if why == OUT_OF_TIME => {
+            Err(why @ CompactError::OutOfTime) => {
                 if report.resume_from.is_none() {
                     // Cut off inside this partition: what it wrote stays; the next run starts after it.
                     report.resume_from = Some(dates[(n + 1) % dates.len()]);
@@ -315,25 +315,43 @@ pub(crate) async fn drive(
                 tracing::warn!(partition = %date, merged, "left for the next run: {why}");
                 report.cut_off.push(date);
             }
+            Err(lost @ CompactError::Lease(LeaseError::Lost { .. })) => return Err(lost),
             Err(why) => {
                 tracing::error!(partition = %date, error = %why, "compacting a partition failed");
-                report.failed.push((date, why));
+                report.failed.push((date, why.to_string()));
             }
         }
     }
     Ok(report)
 }
 
-/// Why a run did not run to its end.
+/// Why a run, or a partition of it, did not run to its end.
 #[derive(Debug, thiserror::Error)]
 pub enum CompactError {
+    /// The deadline came: not a failure. What was done stays, and the next run goes on from here.
+    #[error("stopped before the function's timeout; the next run goes on from here")]
+    OutOfTime,
+    /// Another run holds the lease (`Held`), took it over (`Lost`), or it could not be written.
     #[error(transparent)]
     Lease(#[from] LeaseError),
-    #[error("{0}")]
-    Failed(String),
+    /// An S3 request failed, after the client's retries: which one, and what S3 (or the
+    /// connection) said.
+    #[error("{request} failed: {detail}")]
+    S3 { request: String, detail: String },
+    /// A merged object holds lines that do not verify: which events it holds is not known for
+    /// sure, so merging more of its partition could store an event twice.
+    #[error("reading {key} failed: {bad} of its lines do not verify; it was not written by mailhook compact")]
+    Unverified { key: String, bad: u64 },
+    /// Compressing a merged object in memory failed.
+    #[error("compressing failed: {0}")]
+    Compress(std::io::Error),
 }
 
 impl CompactError {
+    pub(crate) fn s3(request: impl Into<String>, detail: impl fmt::Display) -> CompactError {
+        CompactError::S3 { request: request.into(), detail: detail.to_string() }
+    }
+
     /// 3 when another compaction holds the archive (nothing was done, or this run stopped
     /// before its next write); 1 otherwise.
     pub fn exit_code(&self) -> i32 {
@@ -362,20 +380,20 @@ pub async fn run_s3(
     let start_from = lease.resume.from;
     let mut compactor = s3::S3Compactor::new(client, bucket, prefix, lease);
     let driven = drive(&mut compactor, options, start_from).await;
-    let (lease, lost) = compactor.into_lease();
-    if let Some(lost) = lost {
-        return Err(lost.into());
-    }
+    let lease = compactor.into_lease();
     let start_after = lease.resume.start_after.clone();
-    let report = match driven {
-        Ok(report) => report,
+    match driven {
+        // No longer this run's: another run's lease must not be touched.
+        Err(lost @ CompactError::Lease(LeaseError::Lost { .. })) => Err(lost),
         Err(e) => {
             lease.release(Resume { from: None, start_after }).await;
-            return Err(CompactError::Failed(e));
+            Err(e)
         }
-    };
-    lease.release(Resume { from: report.resume_from, start_after }).await;
-    Ok(report)
+        Ok(report) => {
+            lease.release(Resume { from: report.resume_from, start_after }).await;
+            Ok(report)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -447,5 +465,58 @@ mod tests {
         let legacy = String::from_utf8(record.line.to_vec()).unwrap();
         let legacy = format!("{}}}\n", &legacy[..legacy.rfind(",\"id\"").unwrap()]);
         assert!(!mergeable(legacy.as_bytes(), &id), "a line from before ids");
+    }
+
+    /// A compactor whose partitions end as `outcome` says, recording which it was asked for.
+    struct Scripted {
+        outcome: fn(Date) -> Result<(), CompactError>,
+        asked: Vec<Date>,
+    }
+
+    impl Compactor for Scripted {
+        async fn dates(&mut self) -> Result<Vec<Date>, CompactError> {
+            Ok(vec![
+                time::macros::date!(2026 - 01 - 03),
+                time::macros::date!(2026 - 01 - 01),
+                time::macros::date!(2026 - 01 - 02),
+            ])
+        }
+
+        async fn partition(&mut self, date: Date, _: &Options, _: &Done) -> Result<(), CompactError> {
+            self.asked.push(date);
+            (self.outcome)(date)
+        }
+    }
+
+    fn drive_with(outcome: fn(Date) -> Result<(), CompactError>) -> (Result<Report, CompactError>, Vec<Date>) {
+        let mut compactor = Scripted { outcome, asked: Vec::new() };
+        let options = Options::defaults(time::macros::datetime!(2026-03-01 00:30 UTC));
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let report = runtime.block_on(drive(&mut compactor, &options, None));
+        (report, compactor.asked)
+    }
+
+    #[test]
+    fn the_deadline_is_no_failure_a_failed_partition_is_and_a_lost_lease_stops_the_run() {
+        use time::macros::date;
+        let (report, asked) =
+            drive_with(|d| if d == date!(2026 - 01 - 02) { Err(CompactError::OutOfTime) } else { Ok(()) });
+        let report = report.unwrap();
+        assert_eq!(asked.len(), 3, "oldest first: {asked:?}");
+        assert_eq!(
+            (report.cut_off, report.failed, report.resume_from),
+            (vec![date!(2026 - 01 - 02)], vec![], Some(date!(2026 - 01 - 03)))
+        );
+
+        let (report, _) = drive_with(|_| Err(CompactError::s3("GetObject k", "refused")));
+        assert_eq!(
+            report.unwrap().failure().unwrap(),
+            "compacting partition dt=2026-01-01 failed: GetObject k failed: refused (and 2 more: dt=2026-01-02, dt=2026-01-03)"
+        );
+
+        let lost = |_| Err(CompactError::Lease(LeaseError::Lost { bucket: "b".into(), key: "k".into() }));
+        let (report, asked) = drive_with(lost);
+        assert!(matches!(report, Err(CompactError::Lease(LeaseError::Lost { .. }))), "{report:?}");
+        assert_eq!(asked, vec![date!(2026 - 01 - 01)], "no step after the lease is lost");
     }
 }

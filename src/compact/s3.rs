@@ -26,8 +26,8 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use time::Date;
 
-use super::lease::{Lease, LeaseError};
-use super::{Compactor, Done, GETS_IN_FLIGHT, OUT_OF_TIME, Options, cutoff, mergeable, out_of_time};
+use super::lease::Lease;
+use super::{CompactError, Compactor, Done, GETS_IN_FLIGHT, Options, cutoff, in_time, mergeable};
 use crate::layout::{Id, Prefix, event_file_id, is_merged};
 use crate::record::verify_line;
 use crate::s3::status;
@@ -36,66 +36,38 @@ use crate::s3::status;
 const DELETE_BATCH: usize = 1000;
 const MERGED_CONTENT_TYPE: &str = "application/gzip";
 
+/// One run over an S3 archive. Its steps are taken one at a time (only the GETs of a page are
+/// in flight together), so the lease is a plain field, renewed in place.
 pub(super) struct S3Compactor {
     client: aws_sdk_s3::Client,
     bucket: String,
     prefix: Prefix,
-    lease: tokio::sync::Mutex<Lease>,
-    /// Set once a renewal finds another run holding the lease: no step is taken after it.
-    lost: std::sync::Mutex<Option<LeaseError>>,
+    lease: Lease,
 }
 
 impl Compactor for S3Compactor {
-    async fn dates(&mut self) -> Result<Vec<Date>, String> {
+    async fn dates(&mut self) -> Result<Vec<Date>, CompactError> {
         self.partitions().await
     }
 
-    async fn partition(&mut self, date: Date, options: &Options, done: &Done) -> Result<(), String> {
-        if let Some(lost) = &*self.lost.lock().unwrap() {
-            return Err(lost.to_string());
-        }
-        self.keep().await?;
+    async fn partition(&mut self, date: Date, options: &Options, done: &Done) -> Result<(), CompactError> {
+        self.lease.keep().await?;
         self.compact(date, options, done).await
     }
 }
 
 impl S3Compactor {
     pub fn new(client: aws_sdk_s3::Client, bucket: &str, prefix: &Prefix, lease: Lease) -> S3Compactor {
-        S3Compactor {
-            client,
-            bucket: bucket.to_owned(),
-            prefix: prefix.clone(),
-            lease: tokio::sync::Mutex::new(lease),
-            lost: std::sync::Mutex::new(None),
-        }
+        S3Compactor { client, bucket: bucket.to_owned(), prefix: prefix.clone(), lease }
     }
 
-    /// The lease, to release, and why it was lost, if it was.
-    pub fn into_lease(self) -> (Lease, Option<LeaseError>) {
-        (self.lease.into_inner(), self.lost.into_inner().unwrap())
-    }
-
-    /// Renews the lease right before a step that cannot be undone; an error means the step must
-    /// not be taken.
-    async fn fence(&self) -> Result<(), String> {
-        self.lease.lock().await.fence().await.map_err(|e| self.note(e))
-    }
-
-    /// Renews the lease if half its time has gone.
-    async fn keep(&self) -> Result<(), String> {
-        self.lease.lock().await.keep().await.map_err(|e| self.note(e))
-    }
-
-    fn note(&self, e: LeaseError) -> String {
-        let message = e.to_string();
-        if matches!(e, LeaseError::Lost { .. }) {
-            *self.lost.lock().unwrap() = Some(e);
-        }
-        message
+    /// The lease, to release.
+    pub fn into_lease(self) -> Lease {
+        self.lease
     }
 
     /// The dates of the `dt=` prefixes under the archive's prefix.
-    async fn partitions(&self) -> Result<Vec<Date>, String> {
+    async fn partitions(&self) -> Result<Vec<Date>, CompactError> {
         let mut pages = self
             .client
             .list_objects_v2()
@@ -107,7 +79,7 @@ impl S3Compactor {
         let mut dates = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| {
-                format!("listing s3://{}/{} failed: {}", self.bucket, self.prefix, DisplayErrorContext(&e))
+                CompactError::s3(format!("listing s3://{}/{}", self.bucket, self.prefix), DisplayErrorContext(&e))
             })?;
             for common in page.common_prefixes() {
                 if let Some(date) = common.prefix().and_then(|p| self.prefix.parse_partition(p)) {
@@ -118,9 +90,9 @@ impl S3Compactor {
         Ok(dates)
     }
 
-    async fn compact(&self, date: Date, options: &Options, done: &Done) -> Result<(), String> {
+    async fn compact(&mut self, date: Date, options: &Options, done: &Done) -> Result<(), CompactError> {
         let dir = self.prefix.partition(date);
-        let start_after = self.lease.lock().await.resume.start_after.get(&date).cloned();
+        let start_after = self.lease.resume.start_after.get(&date).cloned();
         let mut part = Partition {
             date,
             cutoff: cutoff(options),
@@ -140,7 +112,7 @@ impl S3Compactor {
             .into_paginator()
             .send();
         let dir = part.dir.clone();
-        let list_failed = |e| format!("listing {dir} failed: {}", DisplayErrorContext(&e));
+        let list_failed = |e| CompactError::s3(format!("listing {dir}"), DisplayErrorContext(&e));
         let mut next = until(options, pages.next()).await?;
         while let Some(page) = next {
             let page = page.map_err(list_failed)?;
@@ -158,37 +130,37 @@ impl S3Compactor {
                 }
             };
             next = match (worked, listed) {
-                (Err(why), _) if why == OUT_OF_TIME => return self.stop(part, done, why).await,
+                (Err(CompactError::OutOfTime), _) => return self.stop(part, done).await,
                 (Err(why), _) => return Err(why),
                 (Ok(()), Some(page)) => page,
                 (Ok(()), None) => match until(options, listing).await {
                     Ok(page) => page,
-                    Err(why) => return self.stop(part, done, why).await,
+                    Err(_) => return self.stop(part, done).await,
                 },
             };
-            if let Some(why) = out_of_time(options) {
-                return self.stop(part, done, why).await;
+            if in_time(options).is_err() {
+                return self.stop(part, done).await;
             }
             // Pages with nothing to fetch (objects too young, say) can take a while too.
-            self.keep().await?;
+            self.lease.keep().await?;
         }
         if !part.chunk.keys.is_empty() {
             self.flush(part.date, std::mem::replace(&mut part.chunk, Chunk::new()), done).await?;
         }
         // A pass over the partition is done: the next starts from its first key again.
-        self.lease.lock().await.resume.start_after.remove(&date);
+        self.lease.resume.start_after.remove(&date);
         Ok(())
     }
 
     /// Deals with one page of the partition's listing, in key order: copies of merged events are
     /// deleted, and the rest fetched into the chunk, which is written each time it is full.
     async fn page(
-        &self,
+        &mut self,
         part: &mut Partition,
         objects: &[aws_sdk_s3::types::Object],
         options: &Options,
         done: &Done,
-    ) -> Result<(), String> {
+    ) -> Result<(), CompactError> {
         let mut candidates = Vec::new();
         for object in objects {
             let Some(key) = object.key() else { continue };
@@ -215,10 +187,14 @@ impl S3Compactor {
         self.delete(&stale).await?;
         Done::count(&done.already_merged, stale.len() as u64);
 
+        let (client, bucket) = (self.client.clone(), self.bucket.clone());
         let mut bodies = futures_util::stream::iter(fresh)
-            .map(|(key, id)| async move {
-                let body = self.get(&key).await;
-                (key, id, body)
+            .map(|(key, id)| {
+                let (client, bucket) = (&client, &bucket);
+                async move {
+                    let body = get(client, bucket, &key).await;
+                    (key, id, body)
+                }
             })
             .buffered(GETS_IN_FLIGHT);
         while let Some((key, id, body)) = bodies.next().await {
@@ -232,16 +208,14 @@ impl S3Compactor {
                     if !part.chunk.keys.is_empty() && part.chunk.lines + body.len() > options.max_object_bytes {
                         let full = std::mem::replace(&mut part.chunk, Chunk::new());
                         self.flush(part.date, full, done).await?;
-                        self.progress(part).await;
+                        self.progress(part);
                     }
-                    part.chunk.push(key.clone(), id, &body).map_err(|e| format!("compressing failed: {e}"))?;
+                    part.chunk.push(key.clone(), id, &body).map_err(CompactError::Compress)?;
                 }
             }
             part.last = Some(key);
-            if let Some(why) = out_of_time(options) {
-                return Err(why);
-            }
-            self.keep().await?;
+            in_time(options)?;
+            self.lease.keep().await?;
         }
         part.last = page_end.or(part.last.take());
         Ok(())
@@ -249,27 +223,27 @@ impl S3Compactor {
 
     /// Cut off by the deadline: every run makes progress, so what is fetched is written, and the
     /// partition's next listing starts after the last key dealt with.
-    async fn stop(&self, mut part: Partition, done: &Done, why: String) -> Result<(), String> {
+    async fn stop(&mut self, mut part: Partition, done: &Done) -> Result<(), CompactError> {
         if !part.chunk.keys.is_empty() {
             let chunk = std::mem::replace(&mut part.chunk, Chunk::new());
             self.flush(part.date, chunk, done).await?;
         }
-        self.progress(&part).await;
-        Err(why)
+        self.progress(&part);
+        Err(CompactError::OutOfTime)
     }
 
     /// Records that every key of the partition up to `part.last` is dealt with (merged, deleted
     /// as a copy, or left for a reason), once what was merged of them is written: every later
     /// write of the lease carries it.
-    async fn progress(&self, part: &Partition) {
+    fn progress(&mut self, part: &Partition) {
         if let Some(last) = &part.last {
-            self.lease.lock().await.resume.start_after.insert(part.date, last.clone());
+            self.lease.resume.start_after.insert(part.date, last.clone());
         }
     }
 
     /// The ids in the partition's merged objects (above `floor` only: no key at or below it is
     /// listed in this pass), each object read as a stream.
-    async fn merged_ids(&self, date: Date, floor: Option<Id>, options: &Options) -> Result<HashSet<Id>, String> {
+    async fn merged_ids(&self, date: Date, floor: Option<Id>, options: &Options) -> Result<HashSet<Id>, CompactError> {
         let dir = self.prefix.partition(date);
         let mut pages = self
             .client
@@ -280,11 +254,9 @@ impl S3Compactor {
             .send();
         let mut known = HashSet::new();
         while let Some(page) = until(options, pages.next()).await? {
-            let page = page.map_err(|e| format!("listing {dir} failed: {}", DisplayErrorContext(&e)))?;
+            let page = page.map_err(|e| CompactError::s3(format!("listing {dir}"), DisplayErrorContext(&e)))?;
             for key in page.contents().iter().filter_map(|o| o.key()).filter(|k| is_merged(k)) {
-                if let Some(why) = out_of_time(options) {
-                    return Err(why);
-                }
+                in_time(options)?;
                 self.read_ids(key, floor, &mut known).await?;
             }
         }
@@ -293,8 +265,8 @@ impl S3Compactor {
 
     /// Adds the id (above `floor`) of every line of the merged object `key` to `ids`, reading it
     /// as a stream.
-    async fn read_ids(&self, key: &str, floor: Option<Id>, ids: &mut HashSet<Id>) -> Result<(), String> {
-        let fail = |detail: String| format!("reading {key} failed: {detail}");
+    async fn read_ids(&self, key: &str, floor: Option<Id>, ids: &mut HashSet<Id>) -> Result<(), CompactError> {
+        let fail = |detail: String| CompactError::s3(format!("reading {key}"), detail);
         let got = self
             .client
             .get_object()
@@ -313,32 +285,19 @@ impl S3Compactor {
         if lines.bad > 0 || !lines.partial.is_empty() {
             // Then which events it holds is not known for sure: merging more could duplicate them.
             let bad = lines.bad + u64::from(!lines.partial.is_empty());
-            return Err(fail(format!("{bad} of its lines do not verify; it was not written by mailhook compact")));
+            return Err(CompactError::Unverified { key: key.to_owned(), bad });
         }
         Ok(())
     }
 
-    /// The object's bytes, or `None` if it is gone.
-    async fn get(&self, key: &str) -> Result<Option<Bytes>, String> {
-        let fail = |detail: String| format!("GetObject {key} failed: {detail}");
-        match self.client.get_object().bucket(&self.bucket).key(key).send().await {
-            Ok(got) => {
-                let body = got.body.collect().await.map_err(|e| fail(DisplayErrorContext(&e).to_string()))?;
-                Ok(Some(body.into_bytes()))
-            }
-            Err(e) if status(&e) == Some(404) => Ok(None),
-            Err(e) => Err(fail(DisplayErrorContext(&e).to_string())),
-        }
-    }
-
     /// Writes `chunk` as one merged object, if no object of that name is there, then deletes
     /// the per-event objects in it.
-    async fn flush(&self, date: Date, chunk: Chunk, done: &Done) -> Result<(), String> {
+    async fn flush(&mut self, date: Date, chunk: Chunk, done: &Done) -> Result<(), CompactError> {
         // Named by the first half of a SHA-256 over the ids in it, in order.
         let name =
             self.prefix.merged(date, Id::from_bytes(chunk.ids.finalize()[..16].try_into().expect("16 of 32 bytes")));
-        let gzip = chunk.encoder.finish().map_err(|e| format!("compressing failed: {e}"))?;
-        self.fence().await?;
+        let gzip = chunk.encoder.finish().map_err(CompactError::Compress)?;
+        self.lease.fence().await?;
         let put = self
             .client
             .put_object()
@@ -353,21 +312,21 @@ impl S3Compactor {
             Ok(_) => Done::count(&done.written, 1),
             // A run that stopped before its deletes wrote this very object: the same ids, in order.
             Err(e) if status(&e) == Some(412) => {}
-            Err(e) => return Err(format!("PutObject {name} failed: {}", DisplayErrorContext(&e))),
+            Err(e) => return Err(CompactError::s3(format!("PutObject {name}"), DisplayErrorContext(&e))),
         }
         self.delete(&chunk.keys).await?;
         Done::count(&done.merged, chunk.keys.len() as u64);
         Ok(())
     }
 
-    async fn delete(&self, keys: &[String]) -> Result<(), String> {
+    async fn delete(&mut self, keys: &[String]) -> Result<(), CompactError> {
         for batch in keys.chunks(DELETE_BATCH) {
-            self.fence().await?;
+            self.lease.fence().await?;
             let objects =
                 batch.iter().map(|key| ObjectIdentifier::builder().key(key).build()).collect::<Result<_, _>>();
             let delete = objects
                 .and_then(|objects| Delete::builder().set_objects(Some(objects)).quiet(true).build())
-                .map_err(|e| format!("DeleteObjects: {e}"))?;
+                .map_err(|e| CompactError::s3("DeleteObjects", e))?;
             let out = self
                 .client
                 .delete_objects()
@@ -375,18 +334,34 @@ impl S3Compactor {
                 .delete(delete)
                 .send()
                 .await
-                .map_err(|e| format!("DeleteObjects failed: {}", DisplayErrorContext(&e)))?;
+                .map_err(|e| CompactError::s3("DeleteObjects", DisplayErrorContext(&e)))?;
             if let Some(first) = out.errors().first() {
-                return Err(format!(
-                    "DeleteObjects left {} of {} keys, the first {}: {}",
-                    out.errors().len(),
-                    batch.len(),
-                    first.key().unwrap_or("?"),
-                    first.code().unwrap_or("?")
+                return Err(CompactError::s3(
+                    "DeleteObjects",
+                    format!(
+                        "left {} of {} keys, the first {}: {}",
+                        out.errors().len(),
+                        batch.len(),
+                        first.key().unwrap_or("?"),
+                        first.code().unwrap_or("?")
+                    ),
                 ));
             }
         }
         Ok(())
+    }
+}
+
+/// The object's bytes, or `None` if it is gone.
+async fn get(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Option<Bytes>, CompactError> {
+    let fail = |detail: String| CompactError::s3(format!("GetObject {key}"), detail);
+    match client.get_object().bucket(bucket).key(key).send().await {
+        Ok(got) => {
+            let body = got.body.collect().await.map_err(|e| fail(DisplayErrorContext(&e).to_string()))?;
+            Ok(Some(body.into_bytes()))
+        }
+        Err(e) if status(&e) == Some(404) => Ok(None),
+        Err(e) => Err(fail(DisplayErrorContext(&e).to_string())),
     }
 }
 
@@ -406,9 +381,9 @@ struct Partition {
 }
 
 /// `work`, unless the deadline comes first.
-async fn until<T>(options: &Options, work: impl std::future::Future<Output = T>) -> Result<T, String> {
+async fn until<T>(options: &Options, work: impl std::future::Future<Output = T>) -> Result<T, CompactError> {
     match options.deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline.into(), work).await.map_err(|_| OUT_OF_TIME.to_owned()),
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), work).await.map_err(|_| CompactError::OutOfTime),
         None => Ok(work.await),
     }
 }
