@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::aws::{Connection, Endpoint, Trust};
 use crate::layout::Prefix;
 use crate::webhook::Tokens;
 
@@ -20,7 +21,7 @@ pub struct Config {
     pub tokens_parameter: Option<String>,
     /// `ACCOUNT_ID`: the adm.tools account ID served at `/webhook-confirm.txt`; without it that path is 404.
     pub account_id: Option<String>,
-    /// `ARCHIVE_URI`, `S3_FORCE_PATH_STYLE`, `SSL_CERT_FILE`: the archive and how to reach it.
+    /// `ARCHIVE_URI`, the S3 endpoint, `S3_FORCE_PATH_STYLE`, `SSL_CERT_FILE`: the archive and how to reach it.
     pub access: Access,
     /// `MAX_BODY_BYTES`: larger bodies are answered 413.
     pub max_body_bytes: usize,
@@ -126,7 +127,7 @@ impl Config {
             return Err(bad("ACCOUNT_ID", "must be a single line"));
         }
 
-        let access = Access::from_lookup(&get, runtime == Runtime::Lambda)?;
+        let access = Access::from_lookup(&lookup, &get, runtime == Runtime::Lambda, tokens_parameter.is_some())?;
 
         let max_body_bytes = match get("MAX_BODY_BYTES") {
             None => 1024 * 1024,
@@ -213,30 +214,31 @@ fn is_parameter_name(name: &str) -> bool {
         && path.chars().all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c))
 }
 
-/// The AWS SDK's endpoint settings that mailhook checks at start-up (and drops when empty).
-pub const ENDPOINT_VARS: [&str; 3] = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SSM", "AWS_ENDPOINT_URL"];
+/// The AWS SDK's endpoint settings of each client mailhook builds, the service's own first, as
+/// the SDK reads them.
+const S3_ENDPOINT_VARS: [&str; 2] = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"];
+const SSM_ENDPOINT_VARS: [&str; 2] = ["AWS_ENDPOINT_URL_SSM", "AWS_ENDPOINT_URL"];
 
 /// The archive and how to reach it: what the receiver and `mailhook compact` both need.
 #[derive(Debug, Clone)]
 pub struct Access {
     /// `ARCHIVE_URI`: where lines go, `s3://bucket/prefix/` or a local directory.
     pub archive: ArchiveTarget,
-    /// `S3_FORCE_PATH_STYLE`: address the bucket as `endpoint/bucket/key`, for MinIO and other S3-compatible servers.
-    pub s3_force_path_style: bool,
-    /// The roots the S3 client trusts: Amazon Trust Services' under Lambda in AWS's commercial
-    /// partition, the platform's (`SSL_CERT_FILE`) anywhere else, and once `AWS_ENDPOINT_URL_S3`
-    /// or `AWS_ENDPOINT_URL` names another endpoint over https. A plain http endpoint makes no TLS
-    /// connection, so the roots do not matter.
-    pub trust: crate::s3::Trust,
-    /// `SSL_CERT_FILE` named a file that does not exist: `main` unsets it, so the TLS stack reads
-    /// the system's trust store instead of finding no roots at all.
-    pub ssl_cert_file_missing: Option<String>,
+    /// The S3 and SSM endpoints, `S3_FORCE_PATH_STYLE`, and the roots the clients trust
+    /// (`SSL_CERT_FILE`, `AWS_REGION`; `aws::Trust::decide`).
+    pub s3: Connection,
 }
 
 impl Access {
-    /// Reads `ARCHIVE_URI`, `S3_FORCE_PATH_STYLE` and `SSL_CERT_FILE` through `get` (empty
-    /// values already dropped). Under Lambda the archive must be in S3.
-    fn from_lookup(get: &impl Fn(&str) -> Option<String>, lambda: bool) -> Result<Access, ConfigError> {
+    /// Reads `ARCHIVE_URI`, the endpoints, `S3_FORCE_PATH_STYLE` and `SSL_CERT_FILE` through
+    /// `get` (empty values already dropped; `lookup` sees them), those of AWS only if the
+    /// archive is in S3 or the tokens in an SSM parameter. Under Lambda the archive must be in S3.
+    fn from_lookup(
+        lookup: &impl Fn(&str) -> Option<String>,
+        get: &impl Fn(&str) -> Option<String>,
+        lambda: bool,
+        tokens_parameter: bool,
+    ) -> Result<Access, ConfigError> {
         let archive = match get("ARCHIVE_URI") {
             Some(uri) => parse_archive_uri(uri.trim())?,
             None if lambda => {
@@ -251,7 +253,7 @@ impl Access {
             ));
         }
 
-        let s3_force_path_style = match get("S3_FORCE_PATH_STYLE").as_deref().map(str::trim) {
+        let force_path_style = match get("S3_FORCE_PATH_STYLE").as_deref().map(str::trim) {
             None => false,
             Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
             Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
@@ -260,67 +262,52 @@ impl Access {
             }
         };
 
-        // The SDK reads these itself; a value it cannot use would fail every write, so say so now.
-        let mut another_https_store = false;
-        if matches!(archive, ArchiveTarget::S3 { .. }) {
-            for var in ENDPOINT_VARS {
-                let Some(url) = get(var) else { continue };
-                if !(url.trim().starts_with("http://") || url.trim().starts_with("https://")) {
+        // A local directory with the tokens in place makes no AWS connection: none of these are
+        // its business.
+        if !matches!(archive, ArchiveTarget::S3 { .. }) && !tokens_parameter {
+            let s3 = Connection {
+                endpoint: Endpoint::Sdk,
+                ssm_endpoint: Endpoint::Sdk,
+                force_path_style,
+                trust: Trust::Platform,
+            };
+            return Ok(Access { archive, s3 });
+        }
+        let endpoint = endpoint_of(lookup, get, S3_ENDPOINT_VARS)?;
+        let ssm_endpoint = endpoint_of(lookup, get, SSM_ENDPOINT_VARS)?;
+        let ssl_cert_file = get("SSL_CERT_FILE");
+        let region = get("AWS_REGION");
+        let trust = Trust::decide(lambda, region.as_deref(), [&endpoint, &ssm_endpoint], ssl_cert_file.as_deref())
+            .map_err(|problem| bad("SSL_CERT_FILE", problem))?;
+        Ok(Access { archive, s3: Connection { endpoint, ssm_endpoint, force_path_style, trust } })
+    }
+}
+
+/// The endpoint `vars` (the service's variable, then the general one) name. The SDK reads them
+/// itself, and a value it cannot use would fail every request, so say so now. Set but empty (the
+/// template declares them), a variable names none.
+fn endpoint_of(
+    lookup: &impl Fn(&str) -> Option<String>,
+    get: &impl Fn(&str) -> Option<String>,
+    vars: [&'static str; 2],
+) -> Result<Endpoint, ConfigError> {
+    let mut endpoint = Endpoint::Sdk;
+    for var in vars {
+        match (lookup(var), get(var)) {
+            (Some(_), None) if endpoint == Endpoint::Sdk => endpoint = Endpoint::Aws,
+            (_, Some(url)) => {
+                let url = url.trim();
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
                     return Err(bad(var, format!("must be an http:// or https:// URL, got {url:?}")));
                 }
-                another_https_store |= url.trim().starts_with("https://");
-            }
-        }
-        // The compiled-in roots are for S3 itself, as a Lambda in AWS's commercial partition
-        // reaches it. Outside Lambda a profile's `endpoint_url` can name another store, which these
-        // variables would not show; the China, GovCloud and ISO partitions are not promised to
-        // chain to Amazon Trust Services.
-        let region = get("AWS_REGION").unwrap_or_default();
-        let commercial = !region.is_empty()
-            && !region.starts_with("cn-")
-            && !region.starts_with("us-gov-")
-            && !region.contains("-iso");
-        let trust = if lambda && commercial && !another_https_store {
-            crate::s3::Trust::AmazonTrustServices
-        } else {
-            crate::s3::Trust::System
-        };
-
-        // Read by the TLS stack (rustls-native-certs) when the S3 client is built for another
-        // endpoint: one bundle instead of the default bundle plus every file of the certificate
-        // directory. A file that holds no certificate would leave no trusted roots and fail every
-        // write, so it stops start-up; a path that does not exist (a guess that missed) falls back
-        // to the system's trust store. With the compiled-in roots the file is not read.
-        let mut ssl_cert_file_missing = None;
-        if let (Some(path), ArchiveTarget::S3 { .. }, crate::s3::Trust::System) =
-            (get("SSL_CERT_FILE"), &archive, trust)
-        {
-            use rustls_pki_types::CertificateDer;
-            use rustls_pki_types::pem::PemObject;
-            match std::fs::metadata(&path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => ssl_cert_file_missing = Some(path),
-                Ok(meta) if meta.is_file() => {
-                    if let Err(e) = CertificateDer::from_pem_file(&path) {
-                        return Err(bad(
-                            "SSL_CERT_FILE",
-                            format!("{path} holds no PEM certificate ({e:?}): it must name a PEM CA bundle"),
-                        ));
-                    }
-                }
-                Ok(_) => {
-                    return Err(bad("SSL_CERT_FILE", format!("{path} is not a file: it must name a PEM CA bundle")));
-                }
-                Err(e) => {
-                    return Err(bad(
-                        "SSL_CERT_FILE",
-                        format!("{path} cannot be read ({e}): it must name a PEM CA bundle"),
-                    ));
+                if !matches!(endpoint, Endpoint::Url(_)) {
+                    endpoint = Endpoint::Url(url.to_owned());
                 }
             }
+            _ => {}
         }
-
-        Ok(Access { archive, s3_force_path_style, trust, ssl_cert_file_missing })
     }
+    Ok(endpoint)
 }
 
 /// What `mailhook compact` runs with: the S3 archive, and under Lambda the function's name.
@@ -351,7 +338,7 @@ impl CompactConfig {
         if get("ARCHIVE_URI").is_none() {
             return Err(bad("ARCHIVE_URI", "is not set: compaction needs s3://bucket/prefix/"));
         }
-        let access = Access::from_lookup(&get, lambda)?;
+        let access = Access::from_lookup(&lookup, &get, lambda, false)?;
         let ArchiveTarget::S3 { bucket, prefix } = access.archive.clone() else {
             return Err(bad(
                 "ARCHIVE_URI",
@@ -409,7 +396,7 @@ mod tests {
         assert_eq!(c.max_body_bytes, 1024 * 1024);
         assert_eq!(c.store_timeout, Duration::from_secs(5));
         assert_eq!(c.account_id, None);
-        assert!(!c.access.s3_force_path_style);
+        assert!(!c.access.s3.force_path_style);
         assert_eq!(c.max_connections, 1024);
         assert_eq!(c.max_connections_per_source, 128);
         assert_eq!(c.metrics_addr, None);
@@ -428,18 +415,18 @@ mod tests {
         let err = with(not_pem.path().to_str().unwrap()).unwrap_err();
         assert_eq!(err.var, "SSL_CERT_FILE", "{err}");
         let bundle = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/isrg-root-x1.pem");
-        assert_eq!(with(bundle).unwrap().access.ssl_cert_file_missing, None);
+        assert_eq!(with(bundle).unwrap().access.s3.trust, Trust::Platform);
         // A path that does not exist is not fatal: the system's trust store is used instead.
         let missing = with("/nonexistent/ca-bundle.crt").unwrap();
-        assert_eq!(missing.access.ssl_cert_file_missing.as_deref(), Some("/nonexistent/ca-bundle.crt"));
+        assert_eq!(missing.access.s3.trust, Trust::SystemStore { missing: "/nonexistent/ca-bundle.crt".into() });
         // A local directory archive makes no TLS connection, so the variable is not its business.
         assert!(load(&[s3[0], ("SSL_CERT_FILE", "/")]).is_ok());
-        assert_eq!(with(bundle).unwrap().access.trust, crate::s3::Trust::System);
+        assert_eq!(with(bundle).unwrap().access.s3.endpoint, Endpoint::Url("https://minio.internal:9000".into()));
     }
 
     #[test]
     fn the_compiled_in_roots_are_for_s3_itself_under_lambda_in_the_commercial_partition() {
-        use crate::s3::Trust::{AmazonTrustServices, System};
+        use crate::aws::Trust::{AmazonTrustServices, Platform as System};
         let lambda = [
             ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
             ("WEBHOOK_TOKENS", "t"),
@@ -450,7 +437,7 @@ mod tests {
             let mut vars = lambda.to_vec();
             vars.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
             vars.extend_from_slice(extra);
-            load(&vars).unwrap().access.trust
+            load(&vars).unwrap().access.s3.trust
         };
         assert_eq!(trust(&[]), AmazonTrustServices);
         // Then SSL_CERT_FILE is not read at all, so a wrong one does not stop start-up.
@@ -463,7 +450,7 @@ mod tests {
         }
         // Outside Lambda a profile can name another endpoint, which the environment would not show.
         let local = [lambda[1], lambda[2], lambda[3]];
-        assert_eq!(load(&local).unwrap().access.trust, System);
+        assert_eq!(load(&local).unwrap().access.s3.trust, System);
         assert_eq!(failing_var(&[local[0], local[1], local[2], ("SSL_CERT_FILE", "/")]), "SSL_CERT_FILE");
     }
 
@@ -479,13 +466,27 @@ mod tests {
         let c = compact(&[("ARCHIVE_URI", "s3://bkt/mail"), ("S3_FORCE_PATH_STYLE", "1")]).unwrap();
         assert_eq!((c.bucket.as_str(), c.prefix.as_str()), ("bkt", "mail/"));
         assert!(!c.lambda);
-        assert!(c.access.s3_force_path_style);
+        assert!(c.access.s3.force_path_style);
         assert_eq!(compact(&[("ARCHIVE_URI", "s3://B")]).unwrap_err().var, "ARCHIVE_URI");
         let s3 = ("ARCHIVE_URI", "s3://bkt/");
         assert_eq!(compact(&[s3, ("S3_FORCE_PATH_STYLE", "maybe")]).unwrap_err().var, "S3_FORCE_PATH_STYLE");
         assert_eq!(compact(&[s3, ("AWS_ENDPOINT_URL_S3", "localhost:5000")]).unwrap_err().var, "AWS_ENDPOINT_URL_S3");
         assert!(compact(&[s3, ("AWS_ENDPOINT_URL_S3", "http://172.30.240.1:5000")]).is_ok());
-        assert!(compact(&[s3, ("AWS_ENDPOINT_URL_S3", "")]).is_ok(), "empty is unset, as the template declares it");
+        let endpoint = |vars: &[(&str, &str)]| compact(&[&[s3], vars].concat()).unwrap().access.s3.endpoint;
+        assert_eq!(endpoint(&[]), Endpoint::Sdk);
+        assert_eq!(
+            endpoint(&[("AWS_ENDPOINT_URL_S3", "")]),
+            Endpoint::Aws,
+            "empty names none, as the template declares it"
+        );
+        assert_eq!(
+            endpoint(&[("AWS_ENDPOINT_URL_S3", " "), ("AWS_ENDPOINT_URL", "http://g:1")]),
+            Endpoint::Url("http://g:1".into())
+        );
+        assert_eq!(
+            endpoint(&[("AWS_ENDPOINT_URL_S3", "http://s:1"), ("AWS_ENDPOINT_URL", "http://g:1")]),
+            Endpoint::Url("http://s:1".into())
+        );
         let lambda = ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001");
         assert_eq!(compact(&[lambda]).unwrap_err().var, "ARCHIVE_URI", "under Lambda the archive is in S3");
         assert_eq!(compact(&[lambda, ("ARCHIVE_URI", "/tmp/a")]).unwrap_err().var, "ARCHIVE_URI");
@@ -589,7 +590,7 @@ mod tests {
         assert_eq!(c.max_connections_per_source, 16);
         assert_eq!(c.max_body_bytes, 2048);
         assert_eq!(c.store_timeout, Duration::from_millis(750));
-        assert!(c.access.s3_force_path_style);
+        assert!(c.access.s3.force_path_style);
         assert_eq!(c.runtime, Runtime::Http("0.0.0.0:9000".parse().unwrap()));
         assert_eq!(c.account_id.as_deref(), Some("12345"));
     }

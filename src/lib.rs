@@ -7,6 +7,7 @@
 //! local HTTP server) are the rest.
 
 pub mod archive;
+pub mod aws;
 pub mod compact;
 pub mod config;
 pub mod http;
@@ -15,7 +16,6 @@ pub mod layout;
 pub mod logging;
 pub mod metrics;
 pub mod record;
-pub mod s3;
 pub mod server;
 pub mod tokens;
 pub mod webhook;
@@ -40,18 +40,21 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let lambda = config.runtime == Runtime::Lambda;
     let needs_aws = matches!(config.access.archive, ArchiveTarget::S3 { .. }) || config.tokens_parameter.is_some();
     let aws = match needs_aws {
-        true => Some(s3::receiver_config(config.access.trust, config.store_timeout, s3::sdk_loader(lambda)).await),
+        true => {
+            Some(aws::receiver_config(&config.access.s3.trust, config.store_timeout, aws::sdk_loader(lambda)).await)
+        }
         false => None,
     };
     let tokens = match (&config.tokens_parameter, &aws) {
-        (Some(name), Some(aws)) => {
-            TokenSource::Parameter(ParameterTokens::new(s3::token_client(aws, config.store_timeout), name.clone()))
+        (Some(name), Some(shared)) => {
+            let client = aws::token_client(shared, &config.access.s3, config.store_timeout);
+            TokenSource::Parameter(ParameterTokens::new(client, name.clone()))
         }
         _ => TokenSource::Fixed(config.tokens.clone()),
     };
     match (config.access.archive.clone(), aws) {
         (ArchiveTarget::S3 { bucket, prefix }, Some(aws)) => {
-            let client = s3::client(&aws, config.access.s3_force_path_style);
+            let client = aws::client(&aws, &config.access.s3);
             serve(config, tokens, S3Archive::new(client, bucket), prefix).await
         }
         (ArchiveTarget::S3 { .. }, None) => unreachable!("an S3 archive loads the SDK configuration"),

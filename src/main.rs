@@ -1,5 +1,5 @@
 use mailhook::compact::{self, Options};
-use mailhook::config::{Access, CompactConfig, Config};
+use mailhook::config::{CompactConfig, Config};
 
 const USAGE: &str =
     "usage: mailhook (serve, configured by the environment) | mailhook compact [flags: see mailhook compact --help]";
@@ -45,11 +45,11 @@ fn run(command: Command) -> Outcome {
         Command::Serve => {
             let config = Config::from_env().map_err(refused)?;
             let lambda = config.runtime == mailhook::config::Runtime::Lambda;
-            start(&config.access, lambda).block_on(mailhook::run(config)).map_err(failed)
+            runtime(lambda).block_on(mailhook::run(config)).map_err(failed)
         }
         Command::CompactLambda => {
             let config = CompactConfig::from_env().map_err(refused)?;
-            start(&config.access, true).block_on(compact::serve_lambda(config)).map_err(failed)
+            runtime(true).block_on(compact::serve_lambda(config)).map_err(failed)
         }
         Command::CompactOnce(args) => {
             let options = match Options::parse(args, time::OffsetDateTime::now_utc()) {
@@ -59,9 +59,8 @@ fn run(command: Command) -> Outcome {
             let config = CompactConfig::from_env().map_err(refused)?;
             // One gzip stream takes one core, and the GETs feeding it are I/O: on one thread, no
             // response crosses threads to reach it (BENCHMARKS.md, compaction).
-            let report = start(&config.access, true)
-                .block_on(compact::run(&config, &options))
-                .map_err(|e| (e.exit_code(), e.to_string()))?;
+            let report =
+                runtime(true).block_on(compact::run(&config, &options)).map_err(|e| (e.exit_code(), e.to_string()))?;
             tracing::info!(through = %options.through, "{report}");
             report.failure().map_or(Ok(()), |message| Err((1, message)))
         }
@@ -74,26 +73,6 @@ fn refused(e: mailhook::config::ConfigError) -> (i32, String) {
 
 fn failed(e: mailhook::Error) -> (i32, String) {
     (1, e.to_string())
-}
-
-/// What every command does once its configuration is read: fall back from a missing CA bundle,
-/// and drop an empty S3 endpoint, while the process is still single-threaded; then start the
-/// runtime.
-fn start(access: &Access, single: bool) -> tokio::runtime::Runtime {
-    // The template declares AWS_ENDPOINT_URL_S3 empty, so `sam local invoke --env-vars` can set
-    // it; empty, it must mean the SDK's own endpoint, which the SDK only does when it is unset.
-    for name in mailhook::config::ENDPOINT_VARS {
-        if std::env::var_os(name).is_some_and(|v| v.to_string_lossy().trim().is_empty()) {
-            // SAFETY: no other thread exists yet.
-            unsafe { std::env::remove_var(name) };
-        }
-    }
-    if let Some(path) = access.ssl_cert_file_missing.as_deref() {
-        tracing::warn!(path = %path, "SSL_CERT_FILE does not exist; using the system's trust store");
-        // SAFETY: no other thread exists yet; the runtime, and with it the S3 client, starts later.
-        unsafe { std::env::remove_var("SSL_CERT_FILE") };
-    }
-    runtime(single)
 }
 
 /// Under Lambda one request (or one compaction run) is in flight at a time, so a thread of its

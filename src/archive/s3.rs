@@ -7,8 +7,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
 use super::{Archive, ArchiveError, CONTENT_TYPE, Stored};
+use crate::aws::status;
 use crate::layout::Key;
-use crate::s3::status;
 
 /// How many times a write is tried while S3 reports a concurrent conditional write (409).
 const CONFLICT_ATTEMPTS: u32 = 4;

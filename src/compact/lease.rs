@@ -22,8 +22,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use serde::{Deserialize, Serialize};
 use time::Date;
 
+use crate::aws::status;
 use crate::layout::{Prefix, parse_date};
-use crate::s3::status;
 
 /// What the lease object holds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -364,7 +364,7 @@ impl CompactError {
 
 /// Compacts the S3 archive `config` names.
 pub async fn run(config: &CompactConfig, options: &Options) -> Result<Report, CompactError> {
-    let client = crate::s3::compaction_client(&config.access, config.lambda, options.lease / 4).await;
+    let client = crate::aws::compaction_client(&config.access.s3, config.lambda, options.lease / 4).await;
     run_s3(client, &config.bucket, &config.prefix, options).await
 }
 

@@ -28,9 +28,9 @@ use time::Date;
 
 use super::lease::Lease;
 use super::{CompactError, Compactor, Done, GETS_IN_FLIGHT, Options, cutoff, in_time, mergeable};
+use crate::aws::status;
 use crate::layout::{Id, Prefix, event_file_id, is_merged};
 use crate::record::verify_line;
-use crate::s3::status;
 
 /// `DeleteObjects` takes at most this many keys a call.
 const DELETE_BATCH: usize = 1000;

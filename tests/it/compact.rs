@@ -73,8 +73,13 @@ async fn client(addr: SocketAddr) -> aws_sdk_s3::Client {
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "tests"));
     let timeouts = aws_config::timeout::TimeoutConfig::disabled();
-    mailhook::s3::build(loader, true, mailhook::s3::Trust::System, timeouts, aws_config::retry::RetryConfig::standard())
-        .await
+    mailhook::aws::build(
+        loader,
+        &support::path_style(mailhook::aws::Trust::Platform),
+        timeouts,
+        aws_config::retry::RetryConfig::standard(),
+    )
+    .await
 }
 
 /// The stored line of event number `uid` on `day`, as the receiver builds it, received that day.

@@ -41,7 +41,12 @@ fn loader(proxy: &FaultProxy) -> aws_config::ConfigLoader {
 
 /// mailhook's compaction client (timeouts, retries, path style) through `proxy`.
 async fn client(proxy: &FaultProxy) -> aws_sdk_s3::Client {
-    mailhook::s3::compaction_client_from(loader(proxy), true, mailhook::s3::Trust::System, LEASE / 4).await
+    mailhook::aws::compaction_client_from(
+        loader(proxy),
+        &crate::support::path_style(mailhook::aws::Trust::Platform),
+        LEASE / 4,
+    )
+    .await
 }
 
 async fn compact(proxy: &FaultProxy) -> Result<Report, CompactError> {
@@ -312,7 +317,8 @@ async fn quickly_retrying_client(proxy: &FaultProxy) -> aws_sdk_s3::Client {
     let timeouts = aws_config::timeout::TimeoutConfig::builder().operation_timeout(Duration::from_secs(3)).build();
     let retries =
         aws_config::retry::RetryConfig::standard().with_max_attempts(5).with_initial_backoff(Duration::from_millis(10));
-    mailhook::s3::build(loader(proxy), true, mailhook::s3::Trust::System, timeouts, retries).await
+    mailhook::aws::build(loader(proxy), &crate::support::path_style(mailhook::aws::Trust::Platform), timeouts, retries)
+        .await
 }
 
 /// A takeover whose write landed but whose answer was lost (the SDK's retry then gets 412) is
@@ -392,10 +398,9 @@ async fn runs_shorter_than_a_partitions_listing_stop_on_time_and_go_on_where_the
     let store = crate::support::s3_server(root.path()).await;
     let proxy = FaultProxy::start(store).await;
     let keys = aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "tests");
-    let compactor = mailhook::s3::compaction_client_from(
+    let compactor = mailhook::aws::compaction_client_from(
         loader(&proxy).credentials_provider(keys.clone()),
-        true,
-        mailhook::s3::Trust::System,
+        &crate::support::path_style(mailhook::aws::Trust::Platform),
         LONG_LEASE / 4,
     )
     .await;
@@ -404,7 +409,12 @@ async fn runs_shorter_than_a_partitions_listing_stop_on_time_and_go_on_where_the
         .endpoint_url(format!("http://{store}"))
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(keys);
-    let s3 = mailhook::s3::compaction_client_from(direct, true, mailhook::s3::Trust::System, LONG_LEASE).await;
+    let s3 = mailhook::aws::compaction_client_from(
+        direct,
+        &crate::support::path_style(mailhook::aws::Trust::Platform),
+        LONG_LEASE,
+    )
+    .await;
     let records: Vec<Record> = day(D1, EVENTS).into_iter().chain(day(D2, 5)).collect();
     seed(&s3, &records).await;
     // Every LIST of a partition waits, as a slow page of S3 would: listing D1 takes 3 x PAGE.

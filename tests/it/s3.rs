@@ -119,7 +119,7 @@ async fn refused_write_is_an_error_naming_bucket_and_key() {
         .credentials_provider(aws_sdk_s3::config::Credentials::new(ACCESS_KEY, "not-the-secret", None, None, "tests"));
     let config = s3_config(&[]);
     let archive =
-        S3Archive::new(mailhook::s3::receiver_client(&config.access, config.store_timeout, loader).await, BUCKET);
+        S3Archive::new(mailhook::aws::receiver_client(&config.access.s3, config.store_timeout, loader).await, BUCKET);
     let key = Key::new("", time::macros::date!(2026 - 11 - 26), Id::of(b"x"));
     let err = archive.put_new(&key, Bytes::from_static(b"x\n")).await.unwrap_err();
     assert!(matches!(err, ArchiveError::S3 { .. }));

@@ -179,7 +179,7 @@ fn pem_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
 #[test]
 fn the_compiled_in_roots_are_the_five_amazon_trust_services_roots() {
     use sha2::{Digest, Sha256};
-    let roots = pem_certs(mailhook::s3::ATS_ROOTS.as_bytes());
+    let roots = pem_certs(mailhook::aws::ATS_ROOTS.as_bytes());
     let fingerprints: Vec<String> =
         roots.iter().map(|c| Sha256::digest(c).iter().map(|b| format!("{b:02x}")).collect()).collect();
     assert_eq!(fingerprints, ATS_FINGERPRINTS, "byte for byte the roots amazontrust.com lists");
@@ -209,10 +209,9 @@ async fn on_the_compiled_in_roots_a_server_of_another_ca_is_refused() {
         .endpoint_url(format!("https://localhost:{}", endpoint.port()))
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "tests"));
-    let client = mailhook::s3::build(
+    let client = mailhook::aws::build(
         loader,
-        true,
-        mailhook::s3::Trust::AmazonTrustServices,
+        &path_style(mailhook::aws::Trust::AmazonTrustServices),
         aws_config::timeout::TimeoutConfig::disabled(),
         aws_config::retry::RetryConfig::disabled(),
     )
@@ -223,4 +222,25 @@ async fn on_the_compiled_in_roots_a_server_of_another_ca_is_refused() {
     assert!(error.contains("UnknownIssuer"), "refused for its issuer: {error}");
     assert_eq!(handshakes.load(std::sync::atomic::Ordering::SeqCst), 0);
     assert_eq!(objects(root.path()), 0);
+}
+
+/// The template declares `AWS_ENDPOINT_URL_S3` (so `sam local invoke --env-vars` can set it),
+/// empty otherwise. Empty, it names no endpoint, as when it is unset: the general
+/// `AWS_ENDPOINT_URL` (here a plain S3 server) is used, or else AWS's own endpoint, which a test
+/// cannot reach, but which is tried, rather than an endpoint named "".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_s3_endpoint_variable_names_no_endpoint() {
+    let root = tempfile::tempdir().unwrap();
+    let backend = s3_server(root.path()).await;
+    let empty = ("AWS_ENDPOINT_URL_S3", String::new());
+    let general = ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", backend.port()));
+    let (server, addr) = mailhook(backend, &[empty.clone(), general]).await;
+    assert_eq!(post_event(addr, 1).await, 200, "{}", server.output());
+    assert_eq!(objects(root.path()), 1, "{}", server.output());
+    drop(server);
+
+    let (server, addr) = mailhook(backend, &[empty, ("STORE_TIMEOUT_MS", "1000".to_owned())]).await;
+    assert_eq!(post_event(addr, 2).await, 500, "{}", server.output());
+    let log = server.output();
+    assert!(log.contains("store failed") && !log.contains("Custom endpoint ``"), "{log}");
 }

@@ -67,8 +67,9 @@ async fn client(addr: SocketAddr, budget: Duration) -> aws_sdk_ssm::Client {
         .endpoint_url(format!("http://{addr}"))
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "tests"));
-    let shared = mailhook::s3::receiver_config(mailhook::s3::Trust::System, budget, loader).await;
-    mailhook::s3::token_client(&shared, budget)
+    let connection = path_style(mailhook::aws::Trust::Platform);
+    let shared = mailhook::aws::receiver_config(&connection.trust, budget, loader).await;
+    mailhook::aws::token_client(&shared, &connection, budget)
 }
 
 /// What the README's `SetTokenCommand` does: `aws ssm put-parameter --type SecureString --overwrite`.
@@ -259,6 +260,6 @@ async fn a_stalled_ssm_is_given_up_on_within_the_read_budget() {
     let checked = tokens.check(&token(TOKEN)).await;
     let took = started.elapsed();
     assert!(matches!(checked, Err(TokenError::Unreadable { .. })), "{checked:?}");
-    assert!(took < mailhook::s3::TOKEN_READ_BUDGET + Duration::from_millis(500), "gave up after {took:?}");
+    assert!(took < mailhook::aws::TOKEN_READ_BUDGET + Duration::from_millis(500), "gave up after {took:?}");
     held.abort();
 }

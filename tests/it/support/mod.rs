@@ -310,7 +310,7 @@ pub async fn s3_client(config: &Config, endpoint: SocketAddr) -> aws_sdk_s3::Cli
         .endpoint_url(format!("http://{endpoint}"))
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "tests"));
-    mailhook::s3::receiver_client(&config.access, config.store_timeout, loader).await
+    mailhook::aws::receiver_client(&config.access.s3, config.store_timeout, loader).await
 }
 
 /// Says that a test did not run, past the test harness's capture: a plain `cargo test` shows
@@ -333,4 +333,11 @@ pub async fn bucket_objects(client: &aws_sdk_s3::Client) -> Vec<(String, String,
     }
     out.sort();
     out
+}
+
+/// How the tests' S3 clients reach their server: path-style, at the loader's endpoint, trusting
+/// `trust`.
+pub fn path_style(trust: mailhook::aws::Trust) -> mailhook::aws::Connection {
+    let sdk = mailhook::aws::Endpoint::Sdk;
+    mailhook::aws::Connection { endpoint: sdk.clone(), ssm_endpoint: sdk, force_path_style: true, trust }
 }
