@@ -22,12 +22,18 @@ use crate::record::{Meta, Record};
 use crate::tokens::{TokenError, TokenSource};
 use crate::webhook::{self, Rejection};
 
-/// Who a function URL request is, as the Lambda front door (`lambda.rs`) read it from the event.
+/// Who a function URL request is, as the Lambda front door (`lambda.rs`) read it from the event:
+/// a request extension.
 #[derive(Debug, Clone)]
 pub struct Invocation {
     pub request_id: String,
     pub source_ip: Option<String>,
 }
+
+/// A request extension from the Lambda front door: why its event could not become a request as
+/// sent. The webhook answers it with 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed(pub &'static str);
 
 /// The path the provider fetches to confirm that the URL is the account's.
 pub const CONFIRM_PATH: &str = "/webhook-confirm.txt";
@@ -225,7 +231,7 @@ async fn accept<A: Archive>(
     meta: &Meta,
     store_time: &mut Option<Duration>,
 ) -> Result<(Record, Stored), Failure> {
-    if let Some(crate::lambda::Malformed(what)) = request.extensions().get() {
+    if let Some(Malformed(what)) = request.extensions().get() {
         return Err(Rejection::Malformed(what).into());
     }
     webhook::check_method(request.method())?;

@@ -17,17 +17,13 @@ use lambda_http::lambda_runtime::{self, LambdaEvent, service_fn};
 use serde_json::{Map, Value};
 use tower_service::Service;
 
-use crate::http::Invocation;
-
-/// Why an event could not become a request as sent; the webhook answers it with 400.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Malformed(pub &'static str);
+use crate::http::{Invocation, Malformed};
 
 /// Answers function URL events with the router until the runtime stops.
-pub async fn serve(app: Router) -> Result<(), crate::Error> {
+pub async fn serve(app: Router) -> Result<(), crate::BoxError> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let app = app.clone();
-        async move { Ok::<Value, crate::Error>(respond(app, &event.payload, &event.context.request_id).await) }
+        async move { Ok::<Value, crate::BoxError>(respond(app, &event.payload, &event.context.request_id).await) }
     }))
     .await
 }

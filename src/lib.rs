@@ -3,11 +3,13 @@
 //!
 //! A request goes `http` (routes) → `webhook` (pure checks) → `record` (the stored line, under a
 //! key that `layout` names) → `archive` (S3, or a local `dir` of segments). `compact` merges
-//! closed S3 partitions; `config`, `logging`, `metrics`, `s3` (the client) and `server` (the
-//! local HTTP server) are the rest.
+//! closed S3 partitions; `cli` (the command line), `config`, `logging`, `metrics`, `aws` (the
+//! clients) and `server` (the local HTTP server) are the rest. `execute` runs a command, and
+//! `Error` is why one stopped, with its exit code.
 
 pub mod archive;
 pub mod aws;
+pub mod cli;
 pub mod compact;
 pub mod config;
 pub mod http;
@@ -24,19 +26,110 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::archive::{Archive, DirArchive, S3Archive};
-use crate::config::{ArchiveTarget, Config, Runtime};
+use crate::cli::Command;
+use crate::compact::{CompactError, lease::LeaseError};
+use crate::config::{ArchiveTarget, CompactConfig, Config, ConfigError, Runtime};
 use crate::http::AppState;
 use crate::layout::Prefix;
 use crate::metrics::{Metrics, Prometheus};
 use crate::tokens::{ParameterTokens, TokenSource};
 
-pub type Error = Box<dyn std::error::Error + Send + Sync>;
+/// What the Lambda runtime and the servers fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a command stopped before its end. Each kind has its exit code (`exit_code`), and its
+/// message is logged once, by `main`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A bad argument: refused to start.
+    #[error("{0}")]
+    Usage(String),
+    /// A bad configuration, or one that cannot work here: refused to start.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A compaction run that did not get to its end.
+    #[error(transparent)]
+    Compact(#[from] CompactError),
+    /// Failed while running.
+    #[error("{0}")]
+    Failed(BoxError),
+}
+
+impl Error {
+    /// The exit codes `main` documents: 1 failed while running, 2 refused to start (arguments
+    /// or configuration), 3 another compaction holds the archive (this run did nothing, or
+    /// stopped before its next write).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) | Error::Config(_) => 2,
+            Error::Compact(CompactError::Lease(LeaseError::Held { .. } | LeaseError::Lost { .. })) => 3,
+            Error::Compact(_) | Error::Failed(_) => 1,
+        }
+    }
+}
+
+impl From<BoxError> for Error {
+    fn from(e: BoxError) -> Error {
+        Error::Failed(e)
+    }
+}
+
+impl From<String> for Error {
+    fn from(message: String) -> Error {
+        Error::Failed(message.into())
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Error {
+        Error::Failed(e.into())
+    }
+}
+
+/// Runs `command` to its end, on a runtime of its own.
+pub fn execute(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Help(usage) => {
+            println!("{usage}");
+            Ok(())
+        }
+        Command::Serve => {
+            let config = Config::from_env()?;
+            runtime(config.runtime == Runtime::Lambda).block_on(serve(config))
+        }
+        Command::CompactLambda => {
+            let config = CompactConfig::from_env()?;
+            Ok(runtime(true).block_on(compact::serve_lambda(config))?)
+        }
+        Command::Compact(options) => {
+            let config = CompactConfig::from_env()?;
+            // One gzip stream takes one core, and the GETs feeding it are I/O: on one thread, no
+            // response crosses threads to reach it (BENCHMARKS.md, compaction).
+            let report = runtime(true).block_on(compact::compact(&config, &options))?;
+            tracing::info!(through = %options.through, "{report}");
+            report.failure().map_or(Ok(()), |message| Err(message.into()))
+        }
+    }
+}
+
+/// Under Lambda one request (or one compaction run) is in flight at a time, so a thread of its
+/// own is all the runtime needs, and Init spawns no worker threads (BENCHMARKS.md, cold start).
+/// A compaction run is one thread's work anywhere. The local server serves many connections at
+/// once on every core.
+fn runtime(single: bool) -> tokio::runtime::Runtime {
+    let mut builder = if single {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all().build().expect("starting the runtime")
+}
 
 /// A local client that has not sent its whole body by then gets 408 and its connection back.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Builds the archive the configuration names and serves until the runtime stops.
-pub async fn run(config: Config) -> Result<(), Error> {
+/// Builds the archive the configuration names and serves webhooks until the runtime stops.
+pub async fn serve(config: Config) -> Result<(), Error> {
     let lambda = config.runtime == Runtime::Lambda;
     let needs_aws = matches!(config.access.archive, ArchiveTarget::S3 { .. }) || config.tokens_parameter.is_some();
     let aws = match needs_aws {
@@ -55,20 +148,26 @@ pub async fn run(config: Config) -> Result<(), Error> {
     match (config.access.archive.clone(), aws) {
         (ArchiveTarget::S3 { bucket, prefix }, Some(aws)) => {
             let client = aws::client(&aws, &config.access.s3);
-            serve(config, tokens, S3Archive::new(client, bucket), prefix).await
+            serve_from(config, tokens, S3Archive::new(client, bucket), prefix).await
         }
         (ArchiveTarget::S3 { .. }, None) => unreachable!("an S3 archive loads the SDK configuration"),
         (ArchiveTarget::Dir(path), _) => {
             let archive = DirArchive::open(&path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::ResourceBusy => format!("ARCHIVE_URI directory {} is in use: {e}", path.display()),
-                _ => format!("configuration error: ARCHIVE_URI directory {} is not writable: {e}", path.display()),
+                std::io::ErrorKind::ResourceBusy => {
+                    Error::from(format!("ARCHIVE_URI directory {} is in use: {e}", path.display()))
+                }
+                _ => ConfigError {
+                    var: "ARCHIVE_URI",
+                    problem: format!("directory {} is not writable: {e}", path.display()),
+                }
+                .into(),
             })?;
-            serve(config, tokens, archive, Prefix::default()).await
+            serve_from(config, tokens, archive, Prefix::default()).await
         }
     }
 }
 
-async fn serve<A: Archive>(config: Config, tokens: TokenSource, archive: A, prefix: Prefix) -> Result<(), Error> {
+async fn serve_from<A: Archive>(config: Config, tokens: TokenSource, archive: A, prefix: Prefix) -> Result<(), Error> {
     let metrics = match (config.runtime, config.metrics_addr) {
         (Runtime::Lambda, _) => Metrics::Emf { function_name: config.function_name.clone() },
         (Runtime::Http(_), Some(_)) => Metrics::Prometheus(Prometheus::default()),
@@ -97,7 +196,7 @@ async fn serve<A: Archive>(config: Config, tokens: TokenSource, archive: A, pref
     }
     let app = http::router(state.clone());
     let served = match config.runtime {
-        Runtime::Lambda => lambda::serve(app).await,
+        Runtime::Lambda => lambda::serve(app).await.map_err(Error::from),
         Runtime::Http(addr) => {
             server::serve(addr, config.max_connections, config.max_connections_per_source, app).await
         }

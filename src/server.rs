@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::Error;
+use crate::config::ConfigError;
 
 /// A local connection that has not sent a whole request head by then is closed. hyper runs the
 /// same timer while a kept-alive connection waits for its next request, so it is the idle timeout too.
@@ -42,12 +43,12 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let open_files = raise_open_file_limit();
     if max_connections as u64 + SPARE_FILES > open_files {
-        return Err(format!(
-            "configuration error: MAX_CONNECTIONS {max_connections} needs {} open files, but the limit (ulimit -n) is \
-             {open_files}: lower MAX_CONNECTIONS or raise the limit",
+        let problem = format!(
+            "{max_connections} needs {} open files, but the limit (ulimit -n) is {open_files}: lower \
+             MAX_CONNECTIONS or raise the limit",
             max_connections as u64 + SPARE_FILES
-        )
-        .into());
+        );
+        return Err(ConfigError { var: "MAX_CONNECTIONS", problem }.into());
     }
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("LISTEN_ADDR {addr}: {e}"))?;
     tracing::info!(addr = %listener.local_addr()?, max_connections, per_source, "listening");

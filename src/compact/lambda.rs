@@ -11,7 +11,7 @@ use lambda_http::{LambdaEvent, service_fn};
 use time::OffsetDateTime;
 
 use super::lease::LeaseError;
-use super::{CompactError, Options, Report, run};
+use super::{CompactError, Options, Report, compact};
 use crate::config::CompactConfig;
 use crate::layout::parse_date;
 use crate::metrics::emit_compaction;
@@ -20,7 +20,7 @@ use crate::metrics::emit_compaction;
 /// function's deadline, so it ends with a report (and a metric) rather than being cut off.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(60);
 
-pub async fn serve_lambda(config: CompactConfig) -> Result<(), crate::Error> {
+pub async fn serve_lambda(config: CompactConfig) -> Result<(), crate::BoxError> {
     let config = &config;
     lambda_http::lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         let mut options = Options::defaults(OffsetDateTime::now_utc());
@@ -34,7 +34,7 @@ pub async fn serve_lambda(config: CompactConfig) -> Result<(), crate::Error> {
         let deadline = UNIX_EPOCH.checked_add(Duration::from_millis(event.context.deadline));
         let left = deadline.and_then(|d| d.duration_since(SystemTime::now()).ok()).unwrap_or_default();
         options.deadline = Instant::now().checked_add(left.saturating_sub(DEADLINE_MARGIN.min(left / 10)));
-        let report = match run(config, &options).await {
+        let report = match compact(config, &options).await {
             // Another run is at work (one by hand: the schedule's are one at a time, by
             // ReservedConcurrentExecutions): nothing to do, and no failure. Counted as
             // CompactionLeaseHeld, whose alarm fires only when a whole day's runs found it held.

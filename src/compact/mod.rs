@@ -29,7 +29,7 @@ pub use self::lambda::serve_lambda;
 use self::lease::{Lease, LeaseError, Resume};
 use self::progress::{Progress, Status};
 use crate::config::CompactConfig;
-use crate::layout::{Id, Prefix, parse_date};
+use crate::layout::{Id, Prefix};
 use crate::record::verify_line;
 
 /// Partitions this many days before today (UTC) and older are compacted by default: every
@@ -45,9 +45,6 @@ const DEFAULT_MAX_OBJECT_BYTES: usize = 128 << 20;
 /// The `Handler` of the compaction function in template.yaml; the provided runtime passes it
 /// on as `_HANDLER`.
 pub const HANDLER: &str = "compact";
-/// The usage line of `mailhook compact`.
-pub const USAGE: &str = "usage: mailhook compact [--through YYYY-MM-DD] [--min-age SECONDS] [--max-object-bytes N] \
-                         [--lease SECONDS] [--progress SECONDS]";
 /// How long a run's lease on an S3 archive lasts between renewals. Every S3 request of a run
 /// must end within a quarter of it (the client's operation timeout): a renewal and the step
 /// after it then end within half the lease, and the other half allows for the clocks of two
@@ -86,55 +83,6 @@ impl Options {
             progress_every: Duration::from_secs(10),
         }
     }
-
-    /// Reads `[--through YYYY-MM-DD] [--min-age SECONDS] [--max-object-bytes N] [--lease SECONDS]
-    /// [--progress SECONDS]`.
-    /// `-h` or `--help` is an `Err` of the usage line alone.
-    pub fn parse(args: impl IntoIterator<Item = String>, now: OffsetDateTime) -> Result<Options, String> {
-        let mut options = Options::defaults(now);
-        let mut args = args.into_iter();
-        while let Some(flag) = args.next() {
-            let (flag, inline) = match flag.split_once('=') {
-                Some((f, v)) => (f.to_owned(), Some(v.to_owned())),
-                None => (flag, None),
-            };
-            let mut value = || inline.clone().or_else(|| args.next()).ok_or_else(|| format!("{flag} needs a value"));
-            match flag.as_str() {
-                "--through" => {
-                    options.through =
-                        parse_date(&value()?).ok_or_else(|| "--through must be a date such as 2026-11-26".to_owned())?
-                }
-                "--min-age" => {
-                    let v = value()?;
-                    options.min_age = Duration::from_secs(
-                        v.parse().map_err(|_| format!("--min-age must be a whole number of seconds, got {v:?}"))?,
-                    );
-                }
-                "--max-object-bytes" => {
-                    let v = value()?;
-                    options.max_object_bytes = v
-                        .parse()
-                        .ok()
-                        .filter(|&n| n >= 1)
-                        .ok_or_else(|| format!("--max-object-bytes must be a whole number of bytes, got {v:?}"))?;
-                }
-                "--lease" => options.lease = seconds(&flag, &value()?, 2)?,
-                "--progress" => options.progress_every = seconds(&flag, &value()?, 1)?,
-                "-h" | "--help" => return Err(USAGE.to_owned()),
-                other => return Err(format!("unknown argument {other:?}: {USAGE}")),
-            }
-        }
-        Ok(options)
-    }
-}
-
-/// A flag's whole seconds, from `min` to a day.
-fn seconds(flag: &str, v: &str, min: u64) -> Result<Duration, String> {
-    v.parse()
-        .ok()
-        .filter(|n| (min..=86_400).contains(n))
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{flag} must be whole seconds from {min} to 86400, got {v:?}"))
 }
 
 /// Checks that `body` is one whole stored line whose id is `id`. Anything else (a line written
@@ -351,26 +299,17 @@ impl CompactError {
     pub(crate) fn s3(request: impl Into<String>, detail: impl fmt::Display) -> CompactError {
         CompactError::S3 { request: request.into(), detail: detail.to_string() }
     }
-
-    /// 3 when another compaction holds the archive (nothing was done, or this run stopped
-    /// before its next write); 1 otherwise.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            CompactError::Lease(LeaseError::Held { .. } | LeaseError::Lost { .. }) => 3,
-            _ => 1,
-        }
-    }
 }
 
 /// Compacts the S3 archive `config` names.
-pub async fn run(config: &CompactConfig, options: &Options) -> Result<Report, CompactError> {
+pub async fn compact(config: &CompactConfig, options: &Options) -> Result<Report, CompactError> {
     let client = crate::aws::compaction_client(&config.access.s3, config.lambda, options.lease / 4).await;
-    run_s3(client, &config.bucket, &config.prefix, options).await
+    compact_s3(client, &config.bucket, &config.prefix, options).await
 }
 
 /// Compacts `s3://bucket/prefix` through `client`, whose operation timeout must be at most a
 /// quarter of `options.lease`, holding the archive's lease throughout.
-pub async fn run_s3(
+pub async fn compact_s3(
     client: aws_sdk_s3::Client,
     bucket: &str,
     prefix: &Prefix,
@@ -400,45 +339,15 @@ pub async fn run_s3(
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Options, String> {
-        Options::parse(args.iter().map(|s| (*s).to_owned()), time::macros::datetime!(2026-03-01 00:30 UTC))
-    }
-
     #[test]
-    fn defaults_are_two_days_back_and_an_hour_old() {
-        let o = parse(&[]).unwrap();
+    fn defaults_are_two_days_back_and_an_hour_old_and_a_huge_min_age_merges_nothing() {
+        let mut o = Options::defaults(time::macros::datetime!(2026-03-01 00:30 UTC));
         // Across a month's end, from just after midnight.
         assert_eq!(o.through, time::macros::date!(2026 - 02 - 27));
         assert_eq!(o.min_age, Duration::from_secs(3600));
         assert_eq!(o.max_object_bytes, 128 << 20);
-    }
-
-    #[test]
-    fn flags_are_read_and_checked() {
-        let o = parse(&["--through", "2026-01-31", "--min-age=0", "--max-object-bytes", "1000"]).unwrap();
-        assert_eq!(o.through, time::macros::date!(2026 - 01 - 31));
-        assert_eq!(o.min_age, Duration::ZERO);
-        assert_eq!(o.max_object_bytes, 1000);
-        assert!(parse(&["--through", "2026-02-30"]).unwrap_err().contains("--through"));
-        assert!(parse(&["--min-age", "-1"]).unwrap_err().contains("--min-age"));
-        assert!(parse(&["--min-age"]).unwrap_err().contains("needs a value"));
-        assert!(parse(&["--max-object-bytes", "0"]).unwrap_err().contains("--max-object-bytes"));
-        assert_eq!(parse(&["--lease", "30"]).unwrap().lease, Duration::from_secs(30));
-        assert_eq!(parse(&[]).unwrap().lease, Duration::from_secs(600));
-        assert!(parse(&["--lease", "1"]).unwrap_err().contains("--lease"));
-        assert_eq!(parse(&["--progress", "1"]).unwrap().progress_every, Duration::from_secs(1));
-        assert_eq!(
-            parse(&["--progress=0"]).unwrap_err(),
-            "--progress must be whole seconds from 1 to 86400, got \"0\""
-        );
-        assert!(parse(&["--dry-run"]).unwrap_err().contains("usage"));
-    }
-
-    #[test]
-    fn help_is_the_usage_line_and_a_huge_min_age_merges_nothing() {
-        assert_eq!(parse(&["--help"]).unwrap_err(), USAGE);
-        assert_eq!(parse(&["-h"]).unwrap_err(), USAGE);
-        let o = parse(&["--min-age", &u64::MAX.to_string()]).unwrap();
+        assert_eq!(o.lease, Duration::from_secs(600));
+        o.min_age = Duration::from_secs(u64::MAX);
         assert_eq!(cutoff(&o), SystemTime::UNIX_EPOCH);
     }
 

@@ -50,7 +50,7 @@ async fn client(proxy: &FaultProxy) -> aws_sdk_s3::Client {
 }
 
 async fn compact(proxy: &FaultProxy) -> Result<Report, CompactError> {
-    mailhook::compact::run_s3(client(proxy).await, BUCKET, &PREFIX.into(), &options()).await
+    mailhook::compact::compact_s3(client(proxy).await, BUCKET, &PREFIX.into(), &options()).await
 }
 
 /// Empties the bucket and puts the fixed archive back: two partitions, small merged objects.
@@ -167,7 +167,7 @@ async fn every_request_of_a_run_failed_or_killed_then_a_rerun_leaves_each_event_
         proxy.when(kth(k), Fault::Stall);
         let run = tokio::spawn({
             let client = client(&proxy).await;
-            async move { mailhook::compact::run_s3(client, BUCKET, &PREFIX.into(), &options()).await }
+            async move { mailhook::compact::compact_s3(client, BUCKET, &PREFIX.into(), &options()).await }
         });
         let waiting = Instant::now();
         while proxy.requests() <= before + k && !run.is_finished() {
@@ -200,7 +200,7 @@ async fn a_second_run_started_at_any_point_of_the_first_leaves_each_event_once()
         let before = proxy.requests();
         let first = tokio::spawn({
             let client = client(&proxy).await;
-            async move { mailhook::compact::run_s3(client, BUCKET, &PREFIX.into(), &options()).await }
+            async move { mailhook::compact::compact_s3(client, BUCKET, &PREFIX.into(), &options()).await }
         });
         while proxy.requests() < before + offset && !first.is_finished() {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -254,7 +254,7 @@ async fn a_run_cut_off_by_its_deadline_writes_what_it_fetched_and_the_next_start
     );
     let mut cut = options();
     cut.deadline = Some(Instant::now() + Duration::from_millis(550));
-    let report = mailhook::compact::run_s3(client(&proxy).await, BUCKET, &PREFIX.into(), &cut).await.unwrap();
+    let report = mailhook::compact::compact_s3(client(&proxy).await, BUCKET, &PREFIX.into(), &cut).await.unwrap();
     proxy.clear_rules();
     assert_eq!(report.failure(), None, "a deadline is no failure: {report:?}");
     assert_eq!(report.cut_off, [D1, D2], "{report:?}");
@@ -432,7 +432,7 @@ async fn runs_shorter_than_a_partitions_listing_stop_on_time_and_go_on_where_the
         let started = Instant::now();
         cut.deadline = Some(started + RUN);
         let before = proxy.requests();
-        let report = mailhook::compact::run_s3(compactor.clone(), BUCKET, &PREFIX.into(), &cut).await.unwrap();
+        let report = mailhook::compact::compact_s3(compactor.clone(), BUCKET, &PREFIX.into(), &cut).await.unwrap();
         let took = started.elapsed();
         let context = format!("run {runs} ({took:?}): {report:?}");
         assert_eq!(report.failure(), None, "{context}");
