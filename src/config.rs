@@ -69,6 +69,22 @@ fn bad(var: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError { var, problem: problem.into() }
 }
 
+/// `value` of `var` as a number in `range`, or `default` when it is unset: "must be `what` from
+/// <start> to <end>" otherwise.
+fn ranged(
+    value: Option<String>,
+    var: &'static str,
+    default: usize,
+    range: std::ops::RangeInclusive<usize>,
+    what: &str,
+) -> Result<usize, ConfigError> {
+    let Some(v) = value else { return Ok(default) };
+    match v.trim().parse::<usize>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(bad(var, format!("must be {what} from {} to {}, got {v:?}", range.start(), range.end()))),
+    }
+}
+
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -129,49 +145,12 @@ impl Config {
 
         let access = Access::from_lookup(&lookup, &get, runtime == Runtime::Lambda, tokens_parameter.is_some())?;
 
-        let max_body_bytes = match get("MAX_BODY_BYTES") {
-            None => 1024 * 1024,
-            Some(v) => match v.trim().parse::<usize>() {
-                Ok(n) if (1..=MAX_BODY_CEILING).contains(&n) => n,
-                _ => {
-                    return Err(bad(
-                        "MAX_BODY_BYTES",
-                        format!("must be a whole number of bytes from 1 to {MAX_BODY_CEILING}, got {v:?}"),
-                    ));
-                }
-            },
-        };
-
-        let store_timeout = match get("STORE_TIMEOUT_MS") {
-            None => Duration::from_secs(5),
-            Some(v) => match v.trim().parse::<u64>() {
-                Ok(ms) if (100..=60_000).contains(&ms) => Duration::from_millis(ms),
-                _ => {
-                    return Err(bad("STORE_TIMEOUT_MS", format!("must be milliseconds from 100 to 60000, got {v:?}")));
-                }
-            },
-        };
-
-        let max_connections = match get("MAX_CONNECTIONS") {
-            None => 1024,
-            Some(v) => match v.trim().parse::<usize>() {
-                Ok(n) if (1..=65_536).contains(&n) => n,
-                _ => return Err(bad("MAX_CONNECTIONS", format!("must be a whole number from 1 to 65536, got {v:?}"))),
-            },
-        };
-
-        let max_connections_per_source = match get("MAX_CONNECTIONS_PER_SOURCE") {
-            None => 128,
-            Some(v) => match v.trim().parse::<usize>() {
-                Ok(n) if (1..=65_536).contains(&n) => n,
-                _ => {
-                    return Err(bad(
-                        "MAX_CONNECTIONS_PER_SOURCE",
-                        format!("must be a whole number from 1 to 65536, got {v:?}"),
-                    ));
-                }
-            },
-        };
+        let number = |var, default, range, what| ranged(get(var), var, default, range, what);
+        let max_body_bytes = number("MAX_BODY_BYTES", 1024 * 1024, 1..=MAX_BODY_CEILING, "a whole number of bytes")?;
+        let store_timeout =
+            Duration::from_millis(number("STORE_TIMEOUT_MS", 5000, 100..=60_000, "milliseconds")? as u64);
+        let max_connections = number("MAX_CONNECTIONS", 1024, 1..=65_536, "a whole number")?;
+        let max_connections_per_source = number("MAX_CONNECTIONS_PER_SOURCE", 128, 1..=65_536, "a whole number")?;
 
         let metrics_addr = match get("METRICS_ADDR") {
             None => None,

@@ -178,7 +178,7 @@ async fn receive<A: Archive>(State(state): State<Arc<AppState<A>>>, request: Req
     let meta = meta(&request);
     let mut store_time = None;
     let outcome = accept(&state, request, &meta, &mut store_time).await;
-    let elapsed_ms = (started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
+    let elapsed_ms = crate::metrics::millis(started.elapsed());
     state.metrics.record(Sample {
         outcome: match &outcome {
             Ok((_, Stored::Created)) => Outcome::Stored,

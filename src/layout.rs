@@ -216,9 +216,9 @@ pub mod segment {
     const OLD_LIVE_SUFFIX: &str = ".jsonl.live";
     const OLD_SNAPSHOT_SUFFIX: &str = ".jsonl.snap";
 
-    /// The stamp of a run's segment names: its start's UTC time, `YYYYMMDDTHHMMSS.mmmZ`, so
+    /// The stamp of a start's segment names: its start's UTC time, `YYYYMMDDTHHMMSS.mmmZ`, so
     /// names sort by age and a new start never appends to an old segment.
-    pub fn run(now: OffsetDateTime) -> String {
+    pub fn stamp(now: OffsetDateTime) -> String {
         format!(
             "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
             now.year(),
@@ -231,13 +231,13 @@ pub mod segment {
         )
     }
 
-    /// The `n`th segment name of a run: `<run>-<n, at least 4 digits>`.
-    pub fn name(run: &str, n: u32) -> String {
-        format!("{run}-{n:04}")
+    /// The `n`th segment name of a start: `<stamp>-<n, at least 4 digits>`.
+    pub fn name(stamp: &str, n: u32) -> String {
+        format!("{stamp}-{n:04}")
     }
 
     /// Whether `stem` (a `.jsonl` file's name without it) names a segment mailhook made:
-    /// `YYYYMMDDTHHMMSS.mmmZ-<counter>`, as `run` and `name` make them.
+    /// `YYYYMMDDTHHMMSS.mmmZ-<counter>`, as `stamp` and `name` make them.
     pub fn is_segment(stem: &str) -> bool {
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         let Some((run, counter)) = stem.split_once('-') else { return false };
@@ -348,11 +348,11 @@ mod tests {
     #[test]
     fn segment_names_format_and_parse() {
         use segment::*;
-        let run = run(time::macros::datetime!(2026-11-26 12:00:01.002 UTC));
-        assert_eq!(run, "20261126T120001.002Z");
-        let first = name(&run, 1);
+        let stamp = stamp(time::macros::datetime!(2026-11-26 12:00:01.002 UTC));
+        assert_eq!(stamp, "20261126T120001.002Z");
+        let first = name(&stamp, 1);
         assert_eq!(first, "20261126T120001.002Z-0001");
-        assert!(is_segment(&first) && is_segment(&name(&run, 12345)));
+        assert!(is_segment(&first) && is_segment(&name(&stamp, 12345)));
         assert_eq!(sealed(&first), "20261126T120001.002Z-0001.jsonl");
         assert_eq!(leftover(&live(&first)), Leftover::Live(&first));
         assert_eq!(leftover(&format!(".{first}.jsonl.live")), Leftover::Live(&first), "the first version's");

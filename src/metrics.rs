@@ -79,11 +79,7 @@ impl Metrics {
     pub fn record(&self, sample: Sample) {
         match self {
             Metrics::Off => {}
-            Metrics::Emf { function_name } => {
-                // Not println!, which panics if stdout is gone: a lost metric must not fail a request.
-                let line = emf_line(function_name, sample, SystemTime::now());
-                let _ = writeln!(std::io::stdout().lock(), "{line}");
-            }
+            Metrics::Emf { function_name } => print(&emf_line(function_name, sample, SystemTime::now())),
             Metrics::Prometheus(p) => {
                 p.requests.get_or_create(&OutcomeLabel { outcome: sample.outcome }).inc();
                 if let Some(store) = sample.store {
@@ -110,14 +106,25 @@ pub fn emf_line(function_name: &str, sample: Sample, now: SystemTime) -> String 
         ("SenderRefused", COUNT, f64::from(u8::from(sample.sender_refused))),
     ];
     if let Some(store) = sample.store {
-        values.push(("StoreLatency", "Milliseconds", (store.as_secs_f64() * 100_000.0).round() / 100.0));
+        values.push(("StoreLatency", "Milliseconds", millis(store)));
     }
     emf(function_name, &values, now, emf_level())
 }
 
-/// Writes one EMF line for a compaction run. Not println!: a lost metric must not fail the run.
+/// Writes one EMF line for a compaction run.
 pub fn emit_compaction(function_name: &str, report: &crate::compact::Report) {
-    let _ = writeln!(std::io::stdout().lock(), "{}", compaction_emf_line(function_name, report, SystemTime::now()));
+    print(&compaction_emf_line(function_name, report, SystemTime::now()));
+}
+
+/// Writes an EMF line to stdout, where CloudWatch Logs reads it. Not println!, which panics if
+/// stdout is gone: a lost metric must not fail a request or a run.
+fn print(line: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// `d` in milliseconds, rounded to two decimals: a store's latency, a request's duration.
+pub fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 100_000.0).round() / 100.0
 }
 
 /// The EMF line for a compaction run: `CompactionFailed` (partitions not finished) is what the
@@ -206,7 +213,7 @@ impl Default for Prometheus {
         for outcome in [Outcome::Stored, Outcome::Duplicate, Outcome::Rejected, Outcome::Failed, Outcome::Busy] {
             drop(requests.get_or_create(&OutcomeLabel { outcome }));
         }
-        // 1 ms to 10 s: a local sync takes a millisecond or less, an S3 write tens.
+        // 1 ms to 10 s: from a local sync to an S3 write near the store budget (BENCHMARKS.md).
         let buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
         let store_seconds = Histogram::new(buckets);
         let mut registry = Registry::with_prefix("mailhook");

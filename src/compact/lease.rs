@@ -32,9 +32,10 @@ struct Body {
     holder: String,
     /// Until when, in Unix milliseconds by the holder's clock.
     expires_unix_ms: u64,
-    /// The partition where the last run was stopped by its deadline, if it was.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    resume_after: Option<String>,
+    /// The partition where the next run starts, if the last was stopped by its deadline. Named
+    /// `resume_after` in the object, as leases already written name it.
+    #[serde(rename = "resume_after", default, skip_serializing_if = "Option::is_none")]
+    resume_from: Option<String>,
     /// Per partition (`YYYY-MM-DD`) a run was cut off in: the key its next listing starts after.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     start_after: BTreeMap<String, String>,
@@ -70,7 +71,8 @@ pub struct Lease {
 /// Where the next run goes on: the partition it starts at, and the keys to list after.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resume {
-    pub from: Option<Date>,
+    /// The partition the next run starts at (`Report::resume_from`).
+    pub resume_from: Option<Date>,
     pub start_after: BTreeMap<Date, String>,
 }
 
@@ -210,7 +212,7 @@ impl Lease {
         let body = Body {
             holder: self.holder.clone(),
             expires_unix_ms: unix_ms(expires),
-            resume_after: resume.from.map(|d| d.to_string()),
+            resume_from: resume.resume_from.map(|d| d.to_string()),
             start_after: resume.start_after.iter().map(|(d, k)| (d.to_string(), k.clone())).collect(),
         };
         let request = self
@@ -275,7 +277,7 @@ impl Body {
     /// Where it asks the next run to go on; what does not parse is left out.
     fn resume(self) -> Resume {
         Resume {
-            from: self.resume_after.as_deref().and_then(parse_date),
+            resume_from: self.resume_from.as_deref().and_then(parse_date),
             start_after: self.start_after.into_iter().filter_map(|(d, k)| Some((parse_date(&d)?, k))).collect(),
         }
     }

@@ -38,8 +38,8 @@ const DEFAULT_LAG_DAYS: i64 = 2;
 /// Per-event objects younger than this are left alone: the sender's one resend comes 15 minutes
 /// after the first try, and until it is merged the create-only key still stops it.
 const DEFAULT_MIN_AGE: Duration = Duration::from_secs(3600);
-/// A merged S3 object holds at most this many bytes of lines (before gzip, so 10 to 30 MiB
-/// after). It bounds memory: the object is built in memory and sent with one conditional
+/// A merged S3 object holds at most this many bytes of lines, before gzip (BENCHMARKS.md,
+/// compaction, gives the size after). It bounds memory: the object is built in memory and sent with one conditional
 /// `PutObject`, the only way S3 makes it appear whole and only if absent.
 const DEFAULT_MAX_OBJECT_BYTES: usize = 128 << 20;
 /// The `Handler` of the compaction function in template.yaml; the provided runtime passes it
@@ -213,16 +213,16 @@ pub(crate) trait Compactor: Send {
 }
 
 /// The run itself, the same for every archive: partitions one after another, oldest first from
-/// `start_from` (then the older ones), none started after the deadline; a failed partition is
+/// `resume_from` (then the older ones), none started after the deadline; a failed partition is
 /// reported and the run goes on with the next, unless the lease was lost: then no step follows.
 pub(crate) async fn drive(
     compactor: &mut impl Compactor,
     options: &Options,
-    start_from: Option<Date>,
+    resume_from: Option<Date>,
 ) -> Result<Report, CompactError> {
     let mut dates: Vec<Date> = compactor.dates().await?.into_iter().filter(|d| *d <= options.through).collect();
     dates.sort();
-    if let Some(from) = start_from {
+    if let Some(from) = resume_from {
         let at = dates.partition_point(|d| *d < from);
         dates.rotate_left(at);
     }
@@ -316,20 +316,20 @@ pub async fn compact_s3(
     options: &Options,
 ) -> Result<Report, CompactError> {
     let lease = Lease::acquire(&client, bucket, prefix, options.lease).await?;
-    let start_from = lease.resume.from;
+    let resume_from = lease.resume.resume_from;
     let mut compactor = s3::S3Compactor::new(client, bucket, prefix, lease);
-    let driven = drive(&mut compactor, options, start_from).await;
+    let driven = drive(&mut compactor, options, resume_from).await;
     let lease = compactor.into_lease();
     let start_after = lease.resume.start_after.clone();
     match driven {
         // No longer this run's: another run's lease must not be touched.
         Err(lost @ CompactError::Lease(LeaseError::Lost { .. })) => Err(lost),
         Err(e) => {
-            lease.release(Resume { from: None, start_after }).await;
+            lease.release(Resume { resume_from: None, start_after }).await;
             Err(e)
         }
         Ok(report) => {
-            lease.release(Resume { from: report.resume_from, start_after }).await;
+            lease.release(Resume { resume_from: report.resume_from, start_after }).await;
             Ok(report)
         }
     }

@@ -335,7 +335,7 @@ async fn a_takeover_whose_answer_was_lost_is_ours_and_keeps_where_to_resume() {
     // The create (412: a lease is there), the read, then the takeover: stored, its answer lost.
     proxy.script([Fault::Pass, Fault::Pass, Fault::ResetAfterForward]);
     let mut lease = Lease::acquire(&s3, BUCKET, &PREFIX.into(), LEASE).await.expect("taken over");
-    assert_eq!(lease.resume.from, Some(time::macros::date!(2026 - 11 - 20)));
+    assert_eq!(lease.resume.resume_from, Some(time::macros::date!(2026 - 11 - 20)));
     assert!(proxy.request_lines().iter().filter(|l| l.starts_with("PUT ")).count() >= 3, "the takeover was retried");
     lease.fence().await.expect("the lease in the bucket is this run's");
 }

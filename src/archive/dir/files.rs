@@ -53,7 +53,7 @@ pub(crate) struct Names {
 
 impl Names {
     pub(crate) fn new() -> Self {
-        Names { run: segment::run(OffsetDateTime::now_utc()), next: 1 }
+        Names { run: segment::stamp(OffsetDateTime::now_utc()), next: 1 }
     }
 
     /// A name no segment in `dir` has, and a new hidden file `path(dir, name)` created for it.

@@ -105,7 +105,7 @@ impl DirArchive {
         let writer = Writer::start(disk, root.clone(), tuning)?;
         let quarantined = writer.quarantined.clone();
         let (jobs, queue) = mpsc::sync_channel(tuning.queue_limit);
-        std::thread::Builder::new().name("mailhook-archive".into()).spawn(move || writer.run(&queue))?;
+        std::thread::Builder::new().name("mailhook-archive".into()).spawn(move || writer.work(&queue))?;
         Ok(DirArchive { root, jobs, queue_limit: tuning.queue_limit, quarantined })
     }
 }

@@ -57,7 +57,7 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Runs until `Close`, or until every `DirArchive` handle is gone.
-    pub fn run(mut self, queue: &mpsc::Receiver<Msg>) {
+    pub fn work(mut self, queue: &mpsc::Receiver<Msg>) {
         loop {
             let first = match queue.recv_timeout(TICK) {
                 Ok(msg) => Some(msg),
