@@ -514,6 +514,23 @@ mod tests {
         }
         let message = load(&[]).unwrap_err().to_string();
         assert!(message.contains("WEBHOOK_TOKENS_PARAMETER"), "the other way is named: {message}");
+        // The SSM client's endpoint is read for the parameter, a local archive's too; the
+        // template declares AWS_ENDPOINT_URL_SSM empty, which names none.
+        let ssm = |vars: &[(&str, &str)]| {
+            load(&[&[("WEBHOOK_TOKENS_PARAMETER", "/p")], vars].concat()).map(|c| c.access.s3.ssm_endpoint)
+        };
+        assert_eq!(ssm(&[]).unwrap(), Endpoint::Sdk);
+        assert_eq!(ssm(&[("AWS_ENDPOINT_URL_SSM", "")]).unwrap(), Endpoint::Aws);
+        assert_eq!(
+            ssm(&[("AWS_ENDPOINT_URL_SSM", "http://127.0.0.1:5000")]).unwrap(),
+            Endpoint::Url("http://127.0.0.1:5000".into())
+        );
+        assert_eq!(ssm(&[("AWS_ENDPOINT_URL_SSM", "ssm")]).unwrap_err().var, "AWS_ENDPOINT_URL_SSM");
+        assert_eq!(
+            load(&[("WEBHOOK_TOKENS", "t"), ("AWS_ENDPOINT_URL_SSM", "ssm")]).unwrap().access.s3.ssm_endpoint,
+            Endpoint::Sdk,
+            "no parameter, no SSM"
+        );
     }
 
     #[test]
