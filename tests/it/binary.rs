@@ -476,8 +476,9 @@ async fn a_first_deploy_before_the_token_loses_no_event() {
 /// The exit codes main.rs documents, one case each that no other test covers: 0 done (a usage
 /// line asked for), 1 failed while running (the listening address is taken), 2 refused to start,
 /// for an argument or a configuration that cannot work here, from every path that finds one: the
-/// arguments, the environment (above), the archive directory and the open-file limit. 3 (another
-/// compaction holds the archive) is `compact::sigkill_at_each_point_then_a_rerun_finishes...`.
+/// arguments, the environment (above), the archive directory, and the open-file limit
+/// (`server::max_connections_must_fit_under_the_raised_open_file_limit`). 3 (another compaction
+/// holds the archive) is `compact::sigkill_at_each_point_then_a_rerun_finishes...`.
 #[test]
 fn exit_codes_are_what_main_documents() {
     let ended = |mut run: Running| {
@@ -515,19 +516,4 @@ fn exit_codes_are_what_main_documents() {
         output.contains("configuration error: ARCHIVE_URI directory /dev/null/archive is not writable"),
         "{output}"
     );
-
-    // Under an open-file limit too low for MAX_CONNECTIONS, which the server cannot raise.
-    let mut command = std::process::Command::new("prlimit");
-    command.args(["--nofile=256:256", env!("CARGO_BIN_EXE_mailhook")]).env_clear();
-    for (k, v) in local(&[("MAX_CONNECTIONS", "1000".to_owned())]) {
-        command.env(k, v);
-    }
-    match command.output() {
-        Ok(out) => {
-            let output = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(2), "{output}");
-            assert!(output.contains("configuration error: MAX_CONNECTIONS 1000 needs"), "{output}");
-        }
-        Err(e) => crate::support::skipped(&format!("prlimit to lower the open-file limit: {e}")),
-    }
 }

@@ -345,9 +345,10 @@ async fn max_connections_must_fit_under_the_raised_open_file_limit() {
     let _ = fits.kill();
     let _ = fits.wait();
 
-    // One more connection than fits: refused at start, naming the variable and the limit.
+    // One more connection than fits: refused at start as a configuration error (exit 2), naming
+    // the variable and the limit.
     let refused = under_limits(200, 200, 137, closed_port(), dir.path()).wait_with_output().unwrap();
-    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
     let output = String::from_utf8_lossy(&refused.stdout).into_owned() + &String::from_utf8_lossy(&refused.stderr);
     assert!(output.contains("MAX_CONNECTIONS 137 needs 201 open files, but the limit (ulimit -n) is 200"), "{output}");
 }
