@@ -69,7 +69,7 @@ fn whole_router(c: &mut Criterion) {
         body_timeout: Duration::from_secs(10),
         prefix: "mail/".into(),
         archive: Discard,
-        metrics: mailhook::metrics::Metrics::Off,
+        metrics: mailhook::telemetry::metrics::Metrics::Off,
     }));
     let mut group = c.benchmark_group("router");
     for (name, body) in bodies() {

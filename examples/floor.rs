@@ -1,4 +1,4 @@
-//! A cold-start floor with mailhook's logging set up (`mailhook::logging::init`): a lambda_http
+//! A cold-start floor with mailhook's logging set up (`mailhook::telemetry::logging::init`): a lambda_http
 //! function that does nothing, built with the same profile and features as mailhook (`cargo build
 //! --release --example floor`). `examples/floor_bare.rs` is lambda-perf's shape, without logging.
 
@@ -6,6 +6,6 @@ use lambda_http::{Body, Error, Request, Response, run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    mailhook::logging::init();
+    mailhook::telemetry::logging::init();
     run(service_fn(|_: Request| async { Ok::<_, Error>(Response::new(Body::from("ok"))) })).await
 }

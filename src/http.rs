@@ -17,8 +17,8 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::archive::{Archive, ArchiveError, Stored};
 use crate::layout::Prefix;
-use crate::metrics::{Metrics, Outcome, Sample};
 use crate::record::{Meta, Record};
+use crate::telemetry::metrics::{Metrics, Outcome, Sample};
 use crate::tokens::{TokenError, TokenSource};
 use crate::webhook::{self, Rejection};
 
@@ -77,7 +77,7 @@ pub fn metrics_router<A: Archive>(state: Arc<AppState<A>>) -> Router {
             "text/plain; version=0.0.4; charset=utf-8"
         };
         match &state.metrics {
-            crate::metrics::Metrics::Prometheus(p) => {
+            crate::telemetry::metrics::Metrics::Prometheus(p) => {
                 ([(header::CONTENT_TYPE, content_type)], p.text(openmetrics)).into_response()
             }
             _ => StatusCode::NOT_FOUND.into_response(),
@@ -178,7 +178,7 @@ async fn receive<A: Archive>(State(state): State<Arc<AppState<A>>>, request: Req
     let meta = meta(&request);
     let mut store_time = None;
     let outcome = accept(&state, request, &meta, &mut store_time).await;
-    let elapsed_ms = crate::metrics::millis(started.elapsed());
+    let elapsed_ms = crate::telemetry::metrics::millis(started.elapsed());
     state.metrics.record(Sample {
         outcome: match &outcome {
             Ok((_, Stored::Created)) => Outcome::Stored,

@@ -3,8 +3,8 @@
 //!
 //! A request goes `http` (routes) → `webhook` (pure checks) → `record` (the stored line, under a
 //! key that `layout` names) → `archive` (S3, or a local `dir` of segments). `compact` merges
-//! closed S3 partitions; `cli` (the command line), `config`, `logging`, `metrics`, `aws` (the
-//! clients) and `server` (the local HTTP server) are the rest. `execute` runs a command, and
+//! closed S3 partitions; `cli` (the command line), `config`, `telemetry` (logs and metrics), `aws`
+//! (the clients) and `server` (the local HTTP server) are the rest. `execute` runs a command, and
 //! `Error` is why one stopped, with its exit code.
 
 pub mod archive;
@@ -15,10 +15,9 @@ pub mod config;
 pub mod http;
 pub mod lambda;
 pub mod layout;
-pub mod logging;
-pub mod metrics;
 pub mod record;
 pub mod server;
+pub mod telemetry;
 pub mod tokens;
 pub mod webhook;
 
@@ -31,7 +30,7 @@ use crate::compact::{CompactError, lease::LeaseError};
 use crate::config::{ArchiveTarget, CompactConfig, Config, ConfigError, Runtime};
 use crate::http::AppState;
 use crate::layout::Prefix;
-use crate::metrics::{Metrics, Prometheus};
+use crate::telemetry::metrics::{Metrics, Prometheus};
 use crate::tokens::{ParameterTokens, TokenSource};
 
 /// What the Lambda runtime and the servers fail with.

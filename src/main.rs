@@ -5,7 +5,7 @@
 //! 3 another compaction holds the archive. The message is logged once.
 
 fn main() {
-    mailhook::logging::init();
+    mailhook::telemetry::logging::init();
     let handler = std::env::var("_HANDLER").ok();
     let command = mailhook::cli::parse(std::env::args().skip(1), handler.as_deref(), time::OffsetDateTime::now_utc())
         .map_err(mailhook::Error::Usage);

@@ -14,7 +14,7 @@ use super::lease::LeaseError;
 use super::{CompactError, Options, Report, compact};
 use crate::config::CompactConfig;
 use crate::layout::parse_date;
-use crate::metrics::emit_compaction;
+use crate::telemetry::metrics::emit_compaction;
 
 /// A run stops starting new work this long (or a tenth of its time, if less) before the
 /// function's deadline, so it ends with a report (and a metric) rather than being cut off.

@@ -228,14 +228,14 @@ async fn an_unreadable_parameter_is_answered_503_and_counted_as_our_failure() {
         body_timeout: Duration::from_millis(500),
         prefix: mailhook::layout::Prefix::default(),
         archive: mailhook::archive::DirArchive::open(dir.path()).unwrap(),
-        metrics: mailhook::metrics::Metrics::Prometheus(Default::default()),
+        metrics: mailhook::telemetry::metrics::Metrics::Prometheus(Default::default()),
     });
     let app = mailhook::http::router(state.clone());
     let reply = call(&app, event("new.json")).await;
     let body = String::from_utf8_lossy(&reply.body);
     assert_eq!(reply.status, 503, "{body}");
     assert!(body.contains("Could not read the webhook tokens"), "{body}");
-    let mailhook::metrics::Metrics::Prometheus(counts) = &state.metrics else { unreachable!() };
+    let mailhook::telemetry::metrics::Metrics::Prometheus(counts) = &state.metrics else { unreachable!() };
     let counts = counts.text(false);
     assert!(counts.contains("mailhook_requests_total{outcome=\"failed\"} 1"), "{counts}");
     assert!(stored(dir.path()).is_empty());

@@ -321,12 +321,12 @@ def main():
     check(a["MetricName"] == "Accepted" and a["ComparisonOperator"] == "LessThanThreshold" and a["Threshold"] == 1
           and a["TreatMissingData"] == "breaching", "silence: fewer than one accepted event, no data counts as silence")
 
-    # The dashboard shows only metrics the function writes (src/metrics.rs), in their namespace and
+    # The dashboard shows only metrics the function writes (src/telemetry/metrics.rs), in their namespace and
     # dimension, for the receiver function.
-    emitted = set(re.findall(r'\("(\w+)", (?:COUNT|"Milliseconds")', (ROOT / "src" / "metrics.rs").read_text()))
+    emitted = set(re.findall(r'\("(\w+)", (?:COUNT|"Milliseconds")', (ROOT / "src" / "telemetry" / "metrics.rs").read_text()))
     body = json.loads(re.sub(r"\$\{[^}]+\}", "x", resources["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]))
     shown = [m for w in body["widgets"] for m in w["properties"]["metrics"]]
-    check({"StoreFailed", "SenderRefused", "StoreLatency"} <= emitted, f"the metrics src/metrics.rs writes: {sorted(emitted)}")
+    check({"StoreFailed", "SenderRefused", "StoreLatency"} <= emitted, f"the metrics src/telemetry/metrics.rs writes: {sorted(emitted)}")
     check(all(m[0] == "mailhook" and m[1] in emitted or m[0] == "AWS/Lambda" for m in shown)
           and all(m[2] == "FunctionName" for m in shown),
           f"the dashboard shows metrics the function writes, by FunctionName: {sorted({m[1] for m in shown})}")

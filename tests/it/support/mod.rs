@@ -71,7 +71,7 @@ pub fn state_with_budget<A: Archive>(archive: A, prefix: &str, store_timeout: Du
         body_timeout: Duration::from_millis(500),
         prefix: prefix.into(),
         archive,
-        metrics: mailhook::metrics::Metrics::Off,
+        metrics: mailhook::telemetry::metrics::Metrics::Off,
     })
 }
 

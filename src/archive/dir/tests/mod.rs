@@ -395,7 +395,7 @@ fn hanging_sync(file: &dyn disk::DiskFile) -> io::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_sync_fills_the_queue_and_then_requests_get_503_at_once() {
     use crate::http::{AppState, router};
-    use crate::metrics::{Metrics, Prometheus};
+    use crate::telemetry::metrics::{Metrics, Prometheus};
     use tower::ServiceExt;
 
     let root = tempfile::tempdir().unwrap();
