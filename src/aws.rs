@@ -289,3 +289,38 @@ pub(crate) fn status<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+
+    use super::*;
+
+    #[test]
+    fn a_missing_ssl_cert_file_falls_back_to_the_system_store_with_every_root_usable() {
+        if openssl_probe::probe().cert_file.is_none() {
+            println!("SKIPPED: no system CA bundle on this machine");
+            return;
+        }
+        let pem = system_roots();
+        let roots: Vec<_> = CertificateDer::pem_slice_iter(&pem).collect::<Result<_, _>>().unwrap();
+        assert!(roots.len() > ATS_ROOTS.matches("BEGIN CERTIFICATE").count(), "{} roots", roots.len());
+        for root in &roots {
+            webpki::anchor_from_trusted_cert(root).expect("only roots the client's trust store takes");
+        }
+        assert!(Trust::SystemStore { missing: "/nonexistent/ca-bundle.crt".into() }.context().is_some());
+        assert!(Trust::Platform.context().is_none(), "the SDK's default");
+    }
+
+    #[test]
+    fn the_compiled_in_roots_are_for_s3_itself_under_lambda_with_no_other_https_store() {
+        let (sdk, other) = (Endpoint::Sdk, Endpoint::Url("https://minio.internal:9000".into()));
+        let plain = Endpoint::Url("http://127.0.0.1:9000".into());
+        let decide = |lambda, endpoints| Trust::decide(lambda, Some("eu-central-1"), endpoints, None).unwrap();
+        assert_eq!(decide(true, [&sdk, &sdk]), Trust::AmazonTrustServices);
+        assert_eq!(decide(true, [&plain, &Endpoint::Aws]), Trust::AmazonTrustServices, "no TLS to another store");
+        assert_eq!(decide(true, [&sdk, &other]), Trust::Platform, "the SSM endpoint counts too");
+        assert_eq!(decide(false, [&sdk, &sdk]), Trust::Platform);
+    }
+}
