@@ -323,4 +323,48 @@ mod tests {
         assert_eq!(decide(true, [&sdk, &other]), Trust::Platform, "the SSM endpoint counts too");
         assert_eq!(decide(false, [&sdk, &sdk]), Trust::Platform);
     }
+
+    /// The template declares `AWS_ENDPOINT_URL_S3` empty; the SDK reads that as an endpoint named
+    /// "" (as `endpoint_url("")` here). Told `Endpoint::Aws`, the client uses AWS's endpoint for
+    /// the region. An interceptor stops the request before it is sent: nothing leaves the machine.
+    #[tokio::test]
+    async fn an_empty_endpoint_variable_names_no_endpoint() {
+        use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
+        use aws_sdk_s3::config::{ConfigBag, Credentials, Intercept, RuntimeComponents, SharedCredentialsProvider};
+
+        #[derive(Debug)]
+        struct Unsent;
+        impl Intercept for Unsent {
+            fn name(&self) -> &'static str {
+                "Unsent"
+            }
+            fn read_before_transmit(
+                &self,
+                context: &BeforeTransmitInterceptorContextRef<'_>,
+                _: &RuntimeComponents,
+                _: &mut ConfigBag,
+            ) -> Result<(), aws_sdk_s3::error::BoxError> {
+                Err(format!("unsent, to {}", context.request().uri()).into())
+            }
+        }
+
+        let https =
+            aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
+        let shared = aws_config::SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(aws_config::Region::new("eu-central-1"))
+            .endpoint_url("")
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new("a", "b", None, None, "test")))
+            .http_client(https)
+            .build();
+        let connection = Connection {
+            endpoint: Endpoint::Aws,
+            ssm_endpoint: Endpoint::Aws,
+            force_path_style: false,
+            trust: Trust::Platform,
+        };
+        let sent = client(&shared, &connection).list_buckets().customize().interceptor(Unsent).send().await;
+        let text = aws_sdk_s3::error::DisplayErrorContext(sent.expect_err("stopped before it was sent")).to_string();
+        assert!(text.contains("unsent, to https://s3.eu-central-1.amazonaws.com"), "{text}");
+    }
 }
