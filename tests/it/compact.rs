@@ -11,7 +11,6 @@ use crate::support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -25,43 +24,13 @@ use time::{Date, OffsetDateTime};
 use support::BUCKET;
 pub(crate) const PREFIX: &str = "mail/";
 
-pub(crate) struct Moto {
-    child: Child,
-    pub addr: SocketAddr,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub(crate) use support::moto::Moto;
 
 /// moto_server on a free loopback port, with the bucket made; `None` (SKIPPED) if it is not
 /// installed and not required.
 pub(crate) async fn moto() -> Option<(Moto, aws_sdk_s3::Client)> {
-    let addr = support::closed_port();
-    let child = match Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(e) if std::env::var_os("MAILHOOK_REQUIRE_MOTO").is_none() => {
-            support::skipped(&format!(
-                "compaction against moto: moto_server cannot be started ({e}); tests/all.sh installs it"
-            ));
-            return None;
-        }
-        Err(e) => panic!("moto_server cannot be started ({e}): run tests/all.sh, which installs it into .venv"),
-    };
-    let moto = Moto { child, addr };
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(60), "moto_server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let moto = support::moto::start("compaction").await?;
+    let addr = moto.addr;
     let client = client(addr).await;
     client.create_bucket().bucket(BUCKET).send().await.unwrap();
     Some((moto, client))

@@ -5,51 +5,21 @@
 use crate::support;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use mailhook::tokens::{ParameterTokens, TokenError, TokenSource};
 use mailhook::webhook::Rejection;
 use support::lambda::{Outcome, runtime_api};
+use support::moto::Moto;
 use support::*;
 
 const PARAMETER: &str = "/mailhook-test/webhook-tokens";
 
-struct Moto {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// moto_server on a free loopback port; `None` (SKIPPED) if it is not installed and not required.
+/// moto_server, its SSM backend loaded; `None` (SKIPPED) if it is not installed and not required.
 async fn moto() -> Option<Moto> {
-    let addr = closed_port();
-    let child = match Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(e) if std::env::var_os("MAILHOOK_REQUIRE_MOTO").is_none() => {
-            skipped(&format!("tokens from SSM: moto_server cannot be started ({e}); tests/all.sh installs it"));
-            return None;
-        }
-        Err(e) => panic!("moto_server cannot be started ({e}): run tests/all.sh, which installs it into .venv"),
-    };
-    let moto = Moto { child, addr };
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(60), "moto_server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let moto = support::moto::start("tokens from SSM").await?;
+    let addr = moto.addr;
     // moto loads its SSM backend on the first SSM request, which can take longer than mailhook's
     // store budget; that first request is made here, with time to spare.
     let warm = client(addr, Duration::from_secs(60)).await.get_parameter().name(PARAMETER).send().await;

@@ -84,15 +84,7 @@ def main():
             "cloudformation", endpoint_url=endpoint, region_name="us-east-1",
             aws_access_key_id="test", aws_secret_access_key="test",
         )
-        env = dict(
-            os.environ,
-            AWS_ENDPOINT_URL=endpoint,  # every service the AWS CLI calls, at moto
-            AWS_ACCESS_KEY_ID="test",
-            AWS_SECRET_ACCESS_KEY="test",
-            AWS_DEFAULT_REGION="us-east-1",
-            AWS_CONFIG_FILE=os.devnull,
-            AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        )
+        env = local_s3.aws_cli_env(endpoint)
 
         def cleanup(*args, answer=""):
             run = subprocess.run(

@@ -41,3 +41,17 @@ def start(bucket, log, host="127.0.0.1", server=None):
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
     }
     return process, client, env
+
+
+def aws_cli_env(endpoint):
+    """The environment in which the AWS CLI (scripts/verify, scripts/cleanup) calls every service
+    at moto's `endpoint`, with test keys and none of the machine's own AWS profile."""
+    return dict(
+        os.environ,
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+    )

@@ -143,15 +143,7 @@ def main():
                 sys.exit("verify: cargo lambda watch did not serve the function")
             time.sleep(1)
 
-        verify_env = dict(
-            os.environ,
-            AWS_ENDPOINT_URL=endpoint,  # every service the AWS CLI calls, at moto
-            AWS_ACCESS_KEY_ID="test",
-            AWS_SECRET_ACCESS_KEY="test",
-            AWS_DEFAULT_REGION="us-east-1",
-            AWS_CONFIG_FILE=os.devnull,
-            AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        )
+        verify_env = local_s3.aws_cli_env(endpoint)
         verify_env.pop("WEBHOOK_TOKEN", None)
         alarm_args = [a for name in ALARMS for a in ("--alarm", f"{STACK}-{name}-X1")]
 

@@ -4,6 +4,7 @@
 
 pub mod fault_proxy;
 pub mod lambda;
+pub mod moto;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
