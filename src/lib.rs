@@ -130,27 +130,20 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Builds the archive the configuration names and serves webhooks until the runtime stops.
 pub async fn serve(config: Config) -> Result<(), Error> {
     let lambda = config.runtime == Runtime::Lambda;
-    let needs_aws = matches!(config.access.archive, ArchiveTarget::S3 { .. }) || config.tokens_parameter.is_some();
-    let aws = match needs_aws {
-        true => {
-            Some(aws::receiver_config(&config.access.s3.trust, config.store_timeout, aws::sdk_loader(lambda)).await)
-        }
-        false => None,
-    };
-    let tokens = match (&config.tokens_parameter, &aws) {
-        (Some(name), Some(shared)) => {
-            let client = aws::token_client(shared, &config.access.s3, config.store_timeout);
-            TokenSource::Parameter(ParameterTokens::new(client, name.clone()))
-        }
-        _ => TokenSource::Fixed(config.tokens.clone()),
-    };
-    match (config.access.archive.clone(), aws) {
-        (ArchiveTarget::S3 { bucket, prefix }, Some(aws)) => {
-            let client = aws::client(&aws, &config.access.s3);
+    let load = || aws::receiver_config(&config.access.s3.trust, config.store_timeout, aws::sdk_loader(lambda));
+    match config.access.archive.clone() {
+        ArchiveTarget::S3 { bucket, prefix } => {
+            let shared = load().await;
+            let tokens = token_source(&config, &shared);
+            let client = aws::client(&shared, &config.access.s3);
             serve_from(config, tokens, S3Archive::new(client, bucket), prefix).await
         }
-        (ArchiveTarget::S3 { .. }, None) => unreachable!("an S3 archive loads the SDK configuration"),
-        (ArchiveTarget::Dir(path), _) => {
+        ArchiveTarget::Dir(path) => {
+            // The SDK is loaded only to read a token parameter.
+            let tokens = match config.tokens_parameter {
+                Some(_) => token_source(&config, &load().await),
+                None => TokenSource::Fixed(config.tokens.clone()),
+            };
             let archive = DirArchive::open(&path).map_err(|e| match e.kind() {
                 std::io::ErrorKind::ResourceBusy => {
                     Error::from(format!("ARCHIVE_URI directory {} is in use: {e}", path.display()))
@@ -163,6 +156,18 @@ pub async fn serve(config: Config) -> Result<(), Error> {
             })?;
             serve_from(config, tokens, archive, Prefix::default()).await
         }
+    }
+}
+
+/// The tokens from the SSM parameter the configuration names, through `shared`'s connection, or
+/// else from `WEBHOOK_TOKENS`.
+fn token_source(config: &Config, shared: &aws_config::SdkConfig) -> TokenSource {
+    match &config.tokens_parameter {
+        Some(name) => {
+            let client = aws::token_client(shared, &config.access.s3, config.store_timeout);
+            TokenSource::Parameter(ParameterTokens::new(client, name.clone()))
+        }
+        None => TokenSource::Fixed(config.tokens.clone()),
     }
 }
 

@@ -82,6 +82,13 @@ struct Last {
     failed: Option<String>,
 }
 
+impl Last {
+    /// The request's token against what the last successful read found; nothing read is no token yet.
+    fn check(&self, headers: &HeaderMap) -> Result<(), Rejection> {
+        self.tokens.as_ref().map_or(Err(Rejection::NoTokenYet), |tokens| webhook::check_token(headers, tokens))
+    }
+}
+
 impl ParameterTokens {
     pub fn new(client: aws_sdk_ssm::Client, name: String) -> Self {
         Self::with_timing(client, name, MAX_AGE, REREAD_AFTER)
@@ -97,20 +104,11 @@ impl ParameterTokens {
         if last.read_at.is_none_or(|at| at.elapsed() >= self.max_age) && self.may_try(&last) {
             self.read(&mut last).await;
         }
-        let checked = match &last.tokens {
-            Some(tokens) => webhook::check_token(headers, tokens),
-            None => Err(Rejection::NoTokenYet),
-        };
-        match checked {
-            Err(Rejection::BadToken | Rejection::NoTokenYet) if self.may_try(&last) => {
-                self.read(&mut last).await;
-            }
-            checked => return self.answer(&last, checked),
+        let checked = last.check(headers);
+        if checked.is_err() && self.may_try(&last) {
+            self.read(&mut last).await;
+            return self.answer(&last, last.check(headers));
         }
-        let checked = match &last.tokens {
-            Some(tokens) => webhook::check_token(headers, tokens),
-            None => Err(Rejection::NoTokenYet),
-        };
         self.answer(&last, checked)
     }
 
