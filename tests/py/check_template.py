@@ -251,6 +251,10 @@ def main():
                   and reads == [] and "WebhookTokens=" in command,
                   f"TokenStore={value}: tokens from WebhookTokens, no SSM permission")
     check(variables.get("AWS_ENDPOINT_URL_SSM") == "", "AWS_ENDPOINT_URL_SSM declared empty (SSM itself), for --env-vars")
+    rule = template.get("Rules", {}).get("TokensInOnePlace", {})
+    check(rule.get("RuleCondition") == {"Fn::Equals": [{"Ref": "TokenStore"}, "SsmParameter"]}
+          and [a["Assert"] for a in rule.get("Assertions", [])] == [{"Fn::Equals": [{"Ref": "WebhookTokens"}, ""]}],
+          "a WebhookTokens given with TokenStore=SsmParameter (an update of an older stack) stops the deploy instead of being ignored")
     check(resources["MailhookFunction"]["Metadata"]["BuildMethod"] == "rust-cargolambda", "built by cargo-lambda")
 
     # The compaction function: the same code, its own role, a schedule, a switch.
