@@ -292,9 +292,19 @@ pub fn emf_lines(output: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// A loopback port with nothing listening on it.
+/// A loopback port with nothing listening on it, and never handed out before in this test
+/// process: the kernel may give a port it just released to the next bind, so two tests starting
+/// a server (moto_server) at once could otherwise both wait on the first one's, and share it.
 pub fn closed_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap();
+    loop {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        if !handed_out.contains(&addr.port()) {
+            handed_out.push(addr.port());
+            return addr;
+        }
+    }
 }
 
 /// mailhook's configuration for an S3 archive at `endpoint`.

@@ -42,5 +42,10 @@ pub async fn start(what: &str) -> Option<Moto> {
         assert!(started.elapsed() < Duration::from_secs(60), "moto_server did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let mut moto = moto;
+    // Another process may hold the port: then this moto_server exits, and the one answering is
+    // not this test's.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(matches!(moto.child.try_wait(), Ok(None)), "moto_server exited: port {} is taken", addr.port());
     Some(moto)
 }
