@@ -176,8 +176,10 @@ pub async fn receiver_config(
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(store_timeout.min(Duration::from_secs(2)))
         .operation_attempt_timeout(store_timeout / 2)
-        .operation_timeout(store_timeout)
         .build();
+    // No operation timeout: the handler's own timeout (http.rs) ends the whole store, retries
+    // and the conflict loop included, at `store_timeout`. A second timer at the same deadline
+    // would cost every event a timer registration, and a wake-up of the runtime's I/O driver.
     // Three tries with short backoff: a throttled or failing S3 gets two more chances inside the
     // budget, and what still fails is answered 500 so the sender's own resend takes over.
     let retries = RetryConfig::standard()

@@ -17,7 +17,9 @@ pub fn init() {
     let json = var("AWS_LAMBDA_LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json"));
     let layer = subscriber::fmt::layer().with_target(false);
     if json {
-        subscriber::registry().with(layer.json().with_filter(filter)).init();
+        // The invocation's span (lambda_runtime's, with the request id) once, as `span`: the list
+        // of enclosing spans would repeat it on every line.
+        subscriber::registry().with(layer.json().with_span_list(false).with_filter(filter)).init();
     } else {
         subscriber::registry().with(layer.without_time().with_filter(filter)).init();
     }

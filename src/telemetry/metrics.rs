@@ -148,34 +148,56 @@ const COUNT: &str = "Count";
 /// would silence every alarm. The level is the function's own setting, the least severe one the
 /// filter keeps, so the line reaches CloudWatch at every setting.
 fn emf(function_name: &str, values: &[(&'static str, &'static str, f64)], now: SystemTime, level: &str) -> String {
+    use serde::ser::{SerializeMap, Serializer as _};
+
+    /// A metric's declaration in the `_aws` directive.
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Definition {
+        name: &'static str,
+        unit: &'static str,
+    }
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Directive<'a> {
+        namespace: &'static str,
+        dimensions: [[&'static str; 1]; 1],
+        metrics: &'a [Definition],
+    }
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Aws<'a> {
+        timestamp: u64,
+        cloud_watch_metrics: [Directive<'a>; 1],
+    }
+
     let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let timestamp = time::OffsetDateTime::UNIX_EPOCH + since_epoch;
-    let mut line = serde_json::Map::new();
-    line.insert("level".into(), level.into());
-    line.insert(
-        "timestamp".into(),
-        timestamp.format(&time::format_description::well_known::Rfc3339).unwrap_or_default().into(),
-    );
-    let definitions: Vec<_> =
-        values.iter().map(|(name, unit, _)| serde_json::json!({ "Name": name, "Unit": unit })).collect();
-    line.insert(
-        "_aws".into(),
-        serde_json::json!({
-            "Timestamp": since_epoch.as_millis() as u64,
-            "CloudWatchMetrics": [{ "Namespace": NAMESPACE, "Dimensions": [[DIMENSION]], "Metrics": definitions }],
-        }),
-    );
-    line.insert(DIMENSION.into(), function_name.into());
-    for (name, _, value) in values {
+    let definitions: Vec<Definition> = values.iter().map(|&(name, unit, _)| Definition { name, unit }).collect();
+    let aws = Aws {
+        timestamp: since_epoch.as_millis() as u64,
+        cloud_watch_metrics: [Directive { namespace: NAMESPACE, dimensions: [[DIMENSION]], metrics: &definitions }],
+    };
+    // Written straight into the line, in this order; a serializer over a Vec cannot fail.
+    const INFALLIBLE: &str = "serialising to a Vec";
+    let mut line = Vec::with_capacity(640);
+    let mut serializer = serde_json::Serializer::new(&mut line);
+    let mut map = serializer.serialize_map(None).expect(INFALLIBLE);
+    map.serialize_entry("level", level).expect(INFALLIBLE);
+    let stamp = timestamp.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    map.serialize_entry("timestamp", &stamp).expect(INFALLIBLE);
+    map.serialize_entry("_aws", &aws).expect(INFALLIBLE);
+    map.serialize_entry(DIMENSION, function_name).expect(INFALLIBLE);
+    for &(name, _, value) in values {
         // Counts as integers, as CloudWatch shows them.
-        let value = if value.fract() == 0.0 && value.abs() < 1e15 {
-            serde_json::json!(*value as i64)
+        if value.fract() == 0.0 && value.abs() < 1e15 {
+            map.serialize_entry(name, &(value as i64)).expect(INFALLIBLE);
         } else {
-            serde_json::json!(value)
-        };
-        line.insert((*name).into(), value);
+            map.serialize_entry(name, &value).expect(INFALLIBLE);
+        }
     }
-    serde_json::Value::Object(line).to_string()
+    map.end().expect(INFALLIBLE);
+    String::from_utf8(line).expect("serde_json writes UTF-8")
 }
 
 /// The level stamped on EMF lines: `AWS_LAMBDA_LOG_LEVEL` (which Lambda sets from the function's
