@@ -242,7 +242,8 @@ def start_once(binary, env, invocations=0, cpu=None, gap=0.0, preexec_fn=None):
         process.kill()
         process.wait()
     log_lines = process.stdout.read().decode().splitlines() if invocations else []
-    request_lines = [line for line in log_lines if '"request_id"' in line]
+    # What each request writes: its log line (with its request id) and its EMF metrics line.
+    request_lines = [line for line in log_lines if '"request_id"' in line or '"_aws"' in line]
     poll_ms = (STAND.first_poll_at - started) * 1000
     answers = sorted(STAND.responses, key=lambda r: r[2])
     init_connections = sum(1 for t in STAND.s3_connections if t < STAND.first_poll_at)
@@ -254,7 +255,7 @@ def start_once(binary, env, invocations=0, cpu=None, gap=0.0, preexec_fn=None):
         "init_connections": init_connections,
         "s3_puts": STAND.s3_puts,
         "ssm_reads": STAND.ssm_reads,
-        "log_bytes": [len(line) + 1 for line in request_lines],
+        "log_bytes": sum(len(line) + 1 for line in request_lines) / len(answers) if answers else None,
     }
     if cpu_before is not None:
         once["poll_cpu_ms"] = (STAND.first_poll_cpu - cpu_before) / 1e6

@@ -194,7 +194,7 @@ COST_ROWS = (
     ("Lambda requests", "lambda_requests"),
     ("Lambda duration, arm64 128 MB", "lambda_duration"),
     ("S3 PUT, one per event", "s3_puts"),
-    ("CloudWatch Logs, one line per request", "logs"),
+    ("CloudWatch Logs, the log and metrics lines of a request", "logs"),
     ("**total per million events**", "total"),
     ("S3 storage, per month kept", "s3_storage_month"),
 )

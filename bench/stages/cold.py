@@ -66,7 +66,8 @@ def measure(profile, runs):
         warm.extend(once["durations_ms"][1:])
         connections.append(once["init_connections"])
         puts += once["s3_puts"]
-        log_bytes.extend(once["log_bytes"])
+        if once["log_bytes"] is not None:
+            log_bytes.append(once["log_bytes"])
         once = start_once(str(out / "mailhook"), ssm_env, invocations=5)
         if once["statuses"] != [200] * 5:
             sys.exit(f"mailhook with its tokens in SSM answered {once['statuses']} to five new events")
@@ -82,8 +83,9 @@ def measure(profile, runs):
         "warm_median_ms": statistics.median(ssm_warm),
         "reads_per_start": ssm_reads / runs,
     }
-    # Lambda's JSON log line per request, as CloudWatch Logs ingests it (the platform adds its own
-    # START/END/REPORT lines, which every function pays for alike).
+    # What mailhook writes per request, as CloudWatch Logs ingests it: the JSON log line and the
+    # EMF metrics line (the platform adds its own START/END/REPORT lines, which every function
+    # pays for alike).
     results["log_bytes_per_request"] = statistics.mean(log_bytes) if log_bytes else None
     runtime.shutdown()
     s3.shutdown()

@@ -21,7 +21,7 @@ PRICE = {
 
 # Used when the memory stage or the cold stage has no figure of its own (an older results.json).
 DEFAULT_LINE_BYTES = 700
-DEFAULT_LOG_BYTES = 250
+DEFAULT_LOG_BYTES = 900
 
 
 def measure(results):
