@@ -255,7 +255,7 @@ def start_once(binary, env, invocations=0, cpu=None, gap=0.0, preexec_fn=None):
         "init_connections": init_connections,
         "s3_puts": STAND.s3_puts,
         "ssm_reads": STAND.ssm_reads,
-        "log_bytes": sum(len(line) + 1 for line in request_lines) / len(answers) if answers else None,
+        "log_bytes": sum(len(line.encode()) + 1 for line in request_lines) / len(answers) if answers else None,
     }
     if cpu_before is not None:
         once["poll_cpu_ms"] = (STAND.first_poll_cpu - cpu_before) / 1e6

@@ -165,9 +165,10 @@ pub fn sdk_loader(lambda: bool) -> aws_config::ConfigLoader {
 /// The receiver's SDK configuration, from `loader` (the SDK's defaults in production; tests add
 /// an endpoint and keys): its S3 client, and the SSM client that reads the tokens if they live in
 /// a parameter, share its HTTP client, credentials, timeouts and retries. Loading reads the
-/// environment only; credentials are fetched on first use. Timeouts keep a stalled service well
-/// inside the store budget, so the sender gets a 5xx (and its one resend) rather than a Lambda
-/// timeout.
+/// environment only; credentials are fetched on first use. Connect and attempt timeouts let a
+/// stalled attempt be retried; the whole store is bounded by the caller, which wraps it in
+/// `tokio::time::timeout(store_timeout, …)` (`http::accept`), so the sender gets a 5xx (and its
+/// one resend) rather than a Lambda timeout.
 pub async fn receiver_config(
     trust: &Trust,
     store_timeout: Duration,

@@ -1,6 +1,6 @@
 """Stage 6, cost per million events: nothing is measured here. The table is computed from the
 prices below and what stages 2 and 4 measured: the warm duration, and the bytes of a stored line
-and of a log line."""
+and of what a request writes to the log (its log line and its EMF metrics line)."""
 
 import math
 
@@ -41,8 +41,8 @@ def log_bytes_per_request(results):
 
 
 def per_million(billed_ms, line_bytes, log_bytes):
-    """A million events, each one Lambda request billed `billed_ms` at 128 MB, one S3 PUT and one
-    log line; Firehose's ingestion for the same events, for the comparison."""
+    """A million events, each one Lambda request billed `billed_ms` at 128 MB, one S3 PUT and
+    `log_bytes` ingested by CloudWatch Logs; Firehose's ingestion for the same events, for the comparison."""
     gb_seconds = 0.125 * billed_ms / 1000
     lambda_duration = gb_seconds * PRICE["lambda_arm64_gb_second"] * 1e6
     lambda_requests = PRICE["lambda_request"] * 1e6

@@ -17,8 +17,10 @@ pub fn init() {
     let json = var("AWS_LAMBDA_LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json"));
     let layer = subscriber::fmt::layer().with_target(false);
     if json {
-        // The invocation's span (lambda_runtime's, with the request id) once, as `span`: the list
-        // of enclosing spans would repeat it on every line.
+        // The innermost span once, as `span`: at the default INFO that is lambda_runtime's
+        // invocation span, with the request id; the list of enclosing spans would repeat it on
+        // every line. (At DEBUG a line inside an SDK span names that span instead; mailhook's own
+        // lines carry `request_id` themselves.)
         subscriber::registry().with(layer.json().with_span_list(false).with_filter(filter)).init();
     } else {
         subscriber::registry().with(layer.without_time().with_filter(filter)).init();
