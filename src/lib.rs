@@ -134,16 +134,12 @@ pub async fn serve(config: Config) -> Result<(), Error> {
     match config.access.archive.clone() {
         ArchiveTarget::S3 { bucket, prefix } => {
             let shared = load().await;
-            let tokens = token_source(&config, &shared);
+            let tokens = token_source(&config, async || shared.clone()).await;
             let client = aws::client(&shared, &config.access.s3);
             serve_from(config, tokens, S3Archive::new(client, bucket), prefix).await
         }
         ArchiveTarget::Dir(path) => {
-            // The SDK is loaded only to read a token parameter.
-            let tokens = match config.tokens_parameter {
-                Some(_) => token_source(&config, &load().await),
-                None => TokenSource::Fixed(config.tokens.clone()),
-            };
+            let tokens = token_source(&config, load).await;
             let archive = DirArchive::open(&path).map_err(|e| match e.kind() {
                 std::io::ErrorKind::ResourceBusy => {
                     Error::from(format!("ARCHIVE_URI directory {} is in use: {e}", path.display()))
@@ -159,12 +155,12 @@ pub async fn serve(config: Config) -> Result<(), Error> {
     }
 }
 
-/// The tokens from the SSM parameter the configuration names, through `shared`'s connection, or
-/// else from `WEBHOOK_TOKENS`.
-fn token_source(config: &Config, shared: &aws_config::SdkConfig) -> TokenSource {
+/// The tokens from the SSM parameter the configuration names, through the connection of the SDK
+/// configuration `shared` gives (loaded only then), or else from `WEBHOOK_TOKENS`.
+async fn token_source(config: &Config, shared: impl AsyncFnOnce() -> aws_config::SdkConfig) -> TokenSource {
     match &config.tokens_parameter {
         Some(name) => {
-            let client = aws::token_client(shared, &config.access.s3, config.store_timeout);
+            let client = aws::token_client(&shared().await, &config.access.s3, config.store_timeout);
             TokenSource::Parameter(ParameterTokens::new(client, name.clone()))
         }
         None => TokenSource::Fixed(config.tokens.clone()),

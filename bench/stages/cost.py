@@ -42,7 +42,8 @@ def log_bytes_per_request(results):
 
 def per_million(billed_ms, line_bytes, log_bytes):
     """A million events, each one Lambda request billed `billed_ms` at 128 MB, one S3 PUT and
-    `log_bytes` ingested by CloudWatch Logs; Firehose's ingestion for the same events, for the comparison."""
+    `log_bytes` ingested by CloudWatch Logs; Firehose's ingestion for the same events, for the
+    comparison."""
     gb_seconds = 0.125 * billed_ms / 1000
     lambda_duration = gb_seconds * PRICE["lambda_arm64_gb_second"] * 1e6
     lambda_requests = PRICE["lambda_request"] * 1e6

@@ -24,7 +24,7 @@ use time::{Date, OffsetDateTime};
 use support::BUCKET;
 pub(crate) const PREFIX: &str = "mail/";
 
-pub(crate) use support::moto::Moto;
+use support::moto::Moto;
 
 /// moto_server on a free loopback port, with the bucket made; `None` (SKIPPED) if it is not
 /// installed and not required.

@@ -36,13 +36,12 @@ pub async fn start(what: &str) -> Option<Moto> {
         }
         Err(e) => panic!("moto_server cannot be started ({e}): run tests/all.sh, which installs it into .venv"),
     };
-    let moto = Moto { child, addr };
+    let mut moto = Moto { child, addr };
     let started = Instant::now();
     while tokio::net::TcpStream::connect(addr).await.is_err() {
         assert!(started.elapsed() < Duration::from_secs(60), "moto_server did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut moto = moto;
     // Another process may hold the port: then this moto_server exits, and the one answering is
     // not this test's.
     tokio::time::sleep(Duration::from_millis(200)).await;
