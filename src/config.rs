@@ -48,7 +48,7 @@ pub enum ArchiveTarget {
     Dir(PathBuf),
 }
 
-/// How requests reach the router.
+/// How requests arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Runtime {
     /// Under the Lambda Runtime API (function URL events).

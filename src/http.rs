@@ -1,4 +1,5 @@
-//! Routes and responses. The same router serves the Lambda function URL and the local server.
+//! Routes and responses: `handle` answers the Lambda function URL's requests and, through
+//! `router`, the local server's.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,13 +8,12 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use time::OffsetDateTime;
-use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::archive::{Archive, ArchiveError, Stored};
 use crate::layout::Prefix;
@@ -53,14 +53,34 @@ pub struct AppState<A> {
     pub metrics: Metrics,
 }
 
-/// The whole service: `/webhook-confirm.txt` for GET and HEAD, the webhook for everything else.
+/// The whole service: `/webhook-confirm.txt` for GET and HEAD, the webhook for everything else,
+/// every answer marked not to be cached or sniffed. The Lambda front door calls it directly, once
+/// an event; the local server through [`router`].
+pub async fn handle<A: Archive>(state: &AppState<A>, request: Request) -> Response {
+    let head = request.method() == Method::HEAD;
+    let mut response = if request.uri().path() == CONFIRM_PATH && (head || request.method() == Method::GET) {
+        confirm(state, &request)
+    } else {
+        receive(state, request).await
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if head {
+        // What a GET would have had, its length included, without its body (RFC 9110, 9.3.2).
+        if let Some(length) = axum::body::HttpBody::size_hint(response.body()).exact() {
+            response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
+        *response.body_mut() = Body::empty();
+    }
+    response
+}
+
+/// [`handle`] as the local server's service.
 pub fn router<A: Archive>(state: Arc<AppState<A>>) -> Router {
     Router::new()
-        .route(CONFIRM_PATH, get(confirm).fallback(receive::<A>))
-        .fallback(receive::<A>)
+        .fallback(async |State(state): State<Arc<AppState<A>>>, request: Request| handle(&state, request).await)
         .with_state(state)
-        .layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
 }
 
 /// The local metrics listener: `GET /metrics`, as OpenMetrics text to a scraper that asks for it
@@ -162,8 +182,8 @@ fn reply(status: StatusCode, error: Option<&str>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], body).into_response()
 }
 
-async fn confirm<A: Archive>(State(state): State<Arc<AppState<A>>>, request: Request) -> Response {
-    let meta = meta(&request);
+fn confirm<A: Archive>(state: &AppState<A>, request: &Request) -> Response {
+    let meta = meta(request);
     let response = match &state.account_id {
         Some(id) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], id.clone()).into_response(),
         None => Failure::from(Rejection::NotFound).into_response(),
@@ -173,11 +193,11 @@ async fn confirm<A: Archive>(State(state): State<Arc<AppState<A>>>, request: Req
 }
 
 /// The webhook: check, record, store, answer. Logs one line, never the token or the body.
-async fn receive<A: Archive>(State(state): State<Arc<AppState<A>>>, request: Request) -> Response {
+async fn receive<A: Archive>(state: &AppState<A>, request: Request) -> Response {
     let started = Instant::now();
     let meta = meta(&request);
     let mut store_time = None;
-    let outcome = accept(&state, request, &meta, &mut store_time).await;
+    let outcome = accept(state, request, &meta, &mut store_time).await;
     let elapsed_ms = crate::telemetry::metrics::millis(started.elapsed());
     state.metrics.record(Sample {
         outcome: match &outcome {

@@ -194,10 +194,10 @@ async fn serve_from<A: Archive>(config: Config, tokens: TokenSource, archive: A,
         tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
         tokio::spawn(server::serve_metrics(listener, http::metrics_router(state.clone())));
     }
-    let app = http::router(state.clone());
     let served = match config.runtime {
-        Runtime::Lambda => lambda::serve(app).await.map_err(Error::from),
+        Runtime::Lambda => lambda::serve(state.clone()).await.map_err(Error::from),
         Runtime::Http(addr) => {
+            let app = http::router(state.clone());
             server::serve(addr, config.max_connections, config.max_connections_per_source, app).await
         }
     };

@@ -3,11 +3,11 @@
 //! as one JSON line whose `data` is the body compacted.
 //!
 //! With the first byte's top bit set, the rest is a whole function URL event instead, through the
-//! Lambda front door and the router: either the bytes themselves, if they are JSON, or an event
+//! Lambda front door and the handler: either the bytes themselves, if they are JSON, or an event
 //! built from them (method, path, query string, body and headers, split at 0xFF bytes; the other
 //! bits of the first byte set the base64 flag, the token and odd shapes). Whatever the event,
-//! nothing panics, and the answer is a 200, 4xx or 5xx with a JSON body (the confirmation file's
-//! text aside).
+//! nothing panics, any JSON reads as an event, and the answer is a 200, 4xx or 5xx with a JSON
+//! body (the confirmation file's text aside).
 #![no_main]
 
 use std::time::Duration;
@@ -17,6 +17,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use mailhook::archive::{Archive, ArchiveError, Stored};
 use mailhook::http::AppState;
+use mailhook::lambda::UrlEvent;
 use mailhook::layout::Key;
 use mailhook::record::{Meta, Record, compact_json};
 use mailhook::webhook::{Tokens, check_encoding, check_method, check_token, parse_body};
@@ -90,7 +91,7 @@ fn function_url(control: u8, data: &[u8]) {
     thread_local! {
         static RUNTIME: tokio::runtime::Runtime =
             tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-        static APP: axum::Router = mailhook::http::router(std::sync::Arc::new(AppState {
+        static STATE: AppState<Memory> = AppState {
             tokens: Tokens::parse("fuzz-token").unwrap().into(),
             account_id: Some("123456".into()),
             max_body_bytes: 4096,
@@ -99,13 +100,20 @@ fn function_url(control: u8, data: &[u8]) {
             prefix: "p/".into(),
             archive: Memory::default(),
             metrics: Default::default(),
-        }));
+        };
     }
-    let event = match serde_json::from_slice::<Value>(data) {
-        Ok(event) if control & 0x40 != 0 => event,
-        _ => built_event(control, data),
+    let (event, text) = match serde_json::from_slice::<Value>(data) {
+        Ok(event) if control & 0x40 != 0 => (event, data.to_vec()),
+        _ => {
+            let event = built_event(control, data);
+            let text = serde_json::to_vec(&event).unwrap();
+            (event, text)
+        }
     };
-    let answer = RUNTIME.with(|rt| APP.with(|app| rt.block_on(mailhook::lambda::respond(app.clone(), &event, "fuzz"))));
+    // As the runtime reads it: from the bytes it was sent.
+    let url_event: UrlEvent = serde_json::from_slice(&text).expect("any JSON reads as a function URL event");
+    let answer = RUNTIME.with(|rt| STATE.with(|state| rt.block_on(mailhook::lambda::respond(state, url_event, "fuzz"))));
+    let answer = serde_json::to_value(&answer).unwrap();
     let status = answer["statusCode"].as_u64().expect("a status code");
     assert!(status == 200 || (400..600).contains(&status), "{answer}");
     let body = answer["body"].as_str().expect("a text body");

@@ -42,7 +42,7 @@ pub fn event_text(name: &str) -> String {
 pub fn event(name: &str) -> axum::http::Request<axum::body::Body> {
     let json: serde_json::Value = serde_json::from_str(&event_text(name)).unwrap();
     let id = json["requestContext"]["requestId"].as_str().unwrap_or("test-request").to_owned();
-    let request = mailhook::lambda::request(&json, &id);
+    let request = mailhook::lambda::request(serde_json::from_value(json).unwrap(), &id);
     assert!(request.extensions().get::<mailhook::http::Malformed>().is_none(), "events/{name} is malformed");
     request
 }
