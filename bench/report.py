@@ -2,7 +2,9 @@
 code here picks the figures out of the results, formats the tables, and judges the targets."""
 
 import math
+import random
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -115,6 +117,23 @@ BILLED_NAMES = {"mailhook": "mailhook", "mailhook_ssm": "mailhook, tokens from S
 BILLED_RATIOS = (("mailhook", "floor"), ("mailhook", "sdk_floor"), ("naive", "mailhook"), ("mailhook_ssm", "mailhook"))
 
 
+def ratio_interval(top, bottom, key, resamples=2000, seed=27):
+    """The 90 % bootstrap interval of the ratio of `key`'s medians, resampling whole starts (the
+    unit that varies) with the same start indices for both functions, which ran interleaved.
+    None when the results hold no per-start samples (a run before they were kept)."""
+    a, b = top.get(f"{key}_by_start"), bottom.get(f"{key}_by_start")
+    if not a or not b or len(a) != len(b):
+        return None
+    flat = (lambda starts: starts) if key == "cold_cpu" else (lambda starts: [x for s in starts for x in s])
+    rng = random.Random(seed)
+    ratios = []
+    for _ in range(resamples):
+        picks = [rng.randrange(len(a)) for _ in a]
+        ratios.append(statistics.median(flat([a[i] for i in picks])) / statistics.median(flat([b[i] for i in picks])))
+    ratios.sort()
+    return ratios[int(0.05 * resamples)], ratios[int(0.95 * resamples) - 1]
+
+
 def billed(t, b, smoke):
     rows, ratios = [], []
     for period in b["periods"]:
@@ -132,10 +151,15 @@ def billed(t, b, smoke):
     # Judged at the first period (100 ms in a full run), where throttling matters least.
     f = {x["name"]: x for x in b["periods"][0]["functions"]}
     per = {(k, bottom): f["mailhook"][k]["median"] / f[bottom][k]["median"] for k in ("cold_cpu", "warm_cpu") for bottom in ("floor", "sdk_floor")}
+    interval = {}
+    for k in ("cold_cpu", "warm_cpu"):
+        spread = ratio_interval(f["mailhook"], f["sdk_floor"], k)
+        interval[k] = f", 90 % interval over starts {spread[0]:.2f}–{spread[1]:.2f}×" if spread else ""
     return fill(t["billed"], billed=b, memory_mib=b["memory_bytes"] / MiB, rows="\n".join(rows), ratios="\n".join(ratios),
                 skipped=f"Not measured: {skipped}." if skipped else "", judged_period=b["periods"][0]["period_us"] // 1000,
                 cold_per_floor=per["cold_cpu", "floor"], warm_per_floor=per["warm_cpu", "floor"],
                 cold_per_sdk=per["cold_cpu", "sdk_floor"], warm_per_sdk=per["warm_cpu", "sdk_floor"],
+                cold_sdk_interval=interval["cold_cpu"], warm_sdk_interval=interval["warm_cpu"],
                 cold_verdict=verdict(per["cold_cpu", "floor"] <= BILLED_COLD_CPU_PER_FLOOR, smoke),
                 warm_verdict=verdict(per["warm_cpu", "floor"] <= BILLED_WARM_CPU_PER_FLOOR, smoke),
                 cold_sdk_verdict=verdict(per["cold_cpu", "sdk_floor"] <= BILLED_CPU_PER_SDK_FLOOR, smoke),

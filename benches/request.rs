@@ -1,6 +1,7 @@
 //! Work per event, in process: request → checks → record → key, with the store stubbed out.
-//! `pure` is the checks and the record alone; `router` is the whole axum service as the Lambda
-//! runtime or the local server calls it. Run with `cargo bench --bench request`.
+//! `pure` is the checks and the record alone; `router` is the whole service as the local server
+//! calls it (`http::handle`, which the Lambda front door calls directly, through axum). Run with
+//! `cargo bench --bench request`.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -63,14 +63,15 @@ pub async fn handle<A: Archive>(state: &AppState<A>, request: Request) -> Respon
     } else {
         receive(state, request).await
     };
+    let length = axum::body::HttpBody::size_hint(response.body()).exact();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if let Some(length) = length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
     if head {
         // What a GET would have had, its length included, without its body (RFC 9110, 9.3.2).
-        if let Some(length) = axum::body::HttpBody::size_hint(response.body()).exact() {
-            response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-        }
         *response.body_mut() = Body::empty();
     }
     response

@@ -199,7 +199,8 @@ def measured(cgroup, profile, starts, warm, periods, smoke):
         for period_us in periods:
             quota_us = cgroup.quota(period_us)
             gap = period_us / 1e6 + 0.01
-            samples = {name: {"init": [], "init_cpu": [], "cold": [], "cold_cpu": [], "warm": [], "warm_cpu": [], "throttled": []}
+            samples = {name: {"init": [], "init_cpu": [], "cold": [], "cold_cpu": [], "warm": [], "warm_cpu": [], "throttled": [],
+                              "warm_cpu_by_start": []}
                        for name, _ in functions}
             for _ in range(starts):
                 for name, binary in functions:
@@ -214,12 +215,17 @@ def measured(cgroup, profile, starts, warm, periods, smoke):
                     s["cold_cpu"].append(once["answered_cpu_ms"][0])
                     s["warm"].extend(once["durations_ms"][1:])
                     s["warm_cpu"].extend(once["cpu_ms"][1:])
+                    s["warm_cpu_by_start"].append([round(ms, 4) for ms in once["cpu_ms"][1:]])
                     s["throttled"].append(cgroup.throttled() - throttled)
             rows = []
             for name, _ in functions:
                 s = samples[name]
-                rows.append({"name": name, **{k: summary(v) for k, v in s.items() if k != "throttled"},
-                             "throttled_periods_per_start": statistics.mean(s["throttled"])})
+                rows.append({"name": name, **{k: summary(v) for k, v in s.items() if k not in ("throttled", "warm_cpu_by_start")},
+                             "throttled_periods_per_start": statistics.mean(s["throttled"]),
+                             # Per start, in order, for the report's intervals: the starts are the
+                             # unit that varies (one start's warm medians spread by ±15 %).
+                             "cold_cpu_by_start": [round(ms, 4) for ms in s["cold_cpu"]],
+                             "warm_cpu_by_start": s["warm_cpu_by_start"]})
                 procs.log(f"billed {period_us // 1000} ms period, {name}: cold {rows[-1]['cold']['median']:.1f} ms "
                           f"({rows[-1]['cold_cpu']['median']:.2f} ms CPU), warm {rows[-1]['warm']['median']:.2f} ms "
                           f"({rows[-1]['warm_cpu']['median']:.2f} ms CPU)")

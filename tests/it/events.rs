@@ -1,5 +1,5 @@
-//! Every sample in `events/` goes through the real router, as `sam local invoke -e` and
-//! `cargo lambda invoke --data-file` would send it.
+//! Every sample in `events/` is read as the Lambda front door reads it and answered by the real
+//! handler, as `sam local invoke -e` and `cargo lambda invoke --data-file` would send it.
 
 use crate::support;
 

@@ -1,4 +1,4 @@
-//! Shared test parts: the sample events, an in-process call of the router, and a real
+//! Shared test parts: the sample events, an in-process call of the handler, and a real
 //! S3-compatible server (s3s-fs) listening on loopback.
 #![allow(dead_code)]
 
@@ -37,7 +37,7 @@ pub fn event_text(name: &str) -> String {
     std::fs::read_to_string(events_dir().join(name)).unwrap_or_else(|e| panic!("events/{name}: {e}"))
 }
 
-/// A sample event as the request the Lambda front door hands to the router, with the event's
+/// A sample event as the request the Lambda front door hands to the handler, with the event's
 /// own request id.
 pub fn event(name: &str) -> axum::http::Request<axum::body::Body> {
     let json: serde_json::Value = serde_json::from_str(&event_text(name)).unwrap();
@@ -96,7 +96,8 @@ impl Reply {
     }
 }
 
-/// Calls the router in-process, as the Lambda runtime or the local server would.
+/// Calls the handler in-process through the local server's router (the Lambda front door calls
+/// the same `http::handle`).
 pub async fn call<B>(app: &Router, request: axum::http::Request<B>) -> Reply
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
