@@ -382,57 +382,52 @@ impl Object for Http {
     }
 }
 
-/// A string field.
-impl<'de> Deserialize<'de> for Field<String> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Text;
-        impl<'de> Visitor<'de> for Text {
-            type Value = Field<String>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Field<String>, E> {
-                Ok(Field::Is(v.to_owned()))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Field<String>, E> {
-                Ok(Field::Is(v))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Field<String>, E> {
-                Ok(Field::Missing)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Field<String>, A::Error> {
-                skip(map).map(|()| Field::Other)
-            }
-            other_kinds!(Field::Other);
-        }
-        deserializer.deserialize_any(Text)
+/// A kind of field read as one JSON scalar: each says which values are its own.
+trait Scalar: Sized {
+    fn from_str(_: &str) -> Option<Self> {
+        None
+    }
+    fn from_bool(_: bool) -> Option<Self> {
+        None
     }
 }
 
-/// A boolean field.
-impl<'de> Deserialize<'de> for Field<bool> {
+impl Scalar for String {
+    fn from_str(v: &str) -> Option<Self> {
+        Some(v.to_owned())
+    }
+}
+
+impl Scalar for bool {
+    fn from_bool(v: bool) -> Option<Self> {
+        Some(v)
+    }
+}
+
+/// A string or boolean field: its own kind, `null`, or [`Field::Other`].
+impl<'de, T: Scalar> Deserialize<'de> for Field<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Flag;
-        impl<'de> Visitor<'de> for Flag {
-            type Value = Field<bool>;
+        struct Loose<T>(PhantomData<T>);
+        impl<'de, T: Scalar> Visitor<'de> for Loose<T> {
+            type Value = Field<T>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("any JSON value")
             }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Field<bool>, E> {
-                Ok(Field::Is(v))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Field<T>, E> {
+                Ok(T::from_str(v).map_or(Field::Other, Field::Is))
             }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Field<bool>, E> {
-                Ok(Field::Other)
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Field<T>, E> {
+                Ok(T::from_bool(v).map_or(Field::Other, Field::Is))
             }
-            fn visit_unit<E: de::Error>(self) -> Result<Field<bool>, E> {
+            fn visit_unit<E: de::Error>(self) -> Result<Field<T>, E> {
                 Ok(Field::Missing)
             }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Field<bool>, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Field<T>, A::Error> {
                 skip(map).map(|()| Field::Other)
             }
             numbers_and_lists!(Field::Other);
         }
-        deserializer.deserialize_any(Flag)
+        deserializer.deserialize_any(Loose(PhantomData))
     }
 }
 
