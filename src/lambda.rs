@@ -46,8 +46,10 @@ pub async fn respond<A: Archive>(state: &AppState<A>, event: UrlEvent, request_i
 
 /// What the front door reads of a function URL event (API Gateway's HTTP payload, version 2.0).
 /// Any JSON reads as one: a field of another kind than expected is kept as [`Field::Other`], and
-/// everything else is skipped.
-/// No `Debug`: it holds the token and the body, which never reach the logs.
+/// everything else is skipped. (A string it reads must still be valid JSON text: a lone surrogate
+/// escape there fails the invocation, as it did with a `Value`; Lambda escapes what a client
+/// sends, so a function URL never hands one over.) No `Debug`: it holds the token and the body,
+/// which never reach the logs.
 #[derive(Default)]
 pub struct UrlEvent {
     method: Field<String>,
@@ -493,7 +495,14 @@ impl<'de> Deserialize<'de> for Field<Headers> {
                 let mut first = true;
                 while let Some(name) = map.next_key_seed(Name)? {
                     match (name, map.next_value_seed(Text)?) {
-                        (Ok(name), Some(value)) => drop(headers.map.append(name, value)),
+                        (Ok(name), Some(value)) => {
+                            // More names than a HeaderMap holds (24,576): `append` would panic
+                            // here, outside the runtime's guard, and end the process.
+                            if headers.map.try_append(name, value).is_err() {
+                                headers.valid = false;
+                                return skip(map).map(|()| Field::Is(headers));
+                            }
+                        }
                         (Err(true), _) if first => return skip(map).map(|()| Field::Other),
                         _ => headers.valid = false,
                     }
@@ -603,6 +612,18 @@ mod tests {
         for (json, why) in cases {
             assert_eq!(malformed(&json), why, "{json}");
         }
+    }
+
+    /// More header names than a `HeaderMap` holds is a 400, not a panic while the event is read
+    /// (outside the runtime's panic guard, which would end the process).
+    #[test]
+    fn more_header_names_than_a_request_holds_are_malformed() {
+        let names: Vec<String> = (0..24_577).map(|i| format!(r#""h{i}":"v""#)).collect();
+        let json = format!(
+            r#"{{"requestContext":{{"http":{{"method":"POST"}}}},"headers":{{{}}},"body":"{{}}"}}"#,
+            names.join(",")
+        );
+        assert_eq!(malformed(&json), Some("a header is not valid HTTP"));
     }
 
     #[test]
